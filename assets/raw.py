@@ -1,0 +1,89 @@
+"""`raw_texts`: every row of the labelled source, with its content hash as the data version."""
+
+import os
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.sources import DEFAULT_SOURCE, read_source
+from assets.versioning import frame_hash
+from orchestration.resources import ArtifactStore, cache_dir
+
+
+class RawTextsConfig(dg.Config):
+    source: str = Field(
+        "",
+        description="Source URI: a TweetEval folder, a CSV / Parquet / JSONL file with text and "
+        "label columns, or an https URL of either. Empty: $TEXTOPS_SOURCE, else the TweetEval "
+        "hate task.",
+    )
+    max_rows_per_split: int = Field(
+        0, ge=0, description="Keep at most this many rows per source split, sampled stratified "
+        "by label (0 = all rows); for quick runs.",
+    )
+    sample_seed: int = Field(0, description="Seed of the stratified sample")
+
+
+def resolve_source(configured: str) -> str:
+    return configured or os.environ.get("TEXTOPS_SOURCE") or DEFAULT_SOURCE
+
+
+def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl.DataFrame:
+    """At most `rows_per_split` rows of each source split, class shares kept, row order kept."""
+    if rows_per_split <= 0:
+        return frame
+    indexed = frame.with_row_index("_row")
+    kept = []
+    for (split,), part in indexed.group_by("source_split", maintain_order=True):
+        if part.height <= rows_per_split:
+            kept.append(part)
+            continue
+        for (_label,), group in part.group_by("label", maintain_order=True):
+            quota = max(1, round(rows_per_split * group.height / part.height))
+            kept.append(group.sample(n=min(quota, group.height), seed=seed))
+    return pl.concat(kept).sort("_row").drop("_row")
+
+
+def class_counts(frame: pl.DataFrame, by: str | None = None) -> dict[str, int]:
+    keys = [by, "label_name"] if by else ["label_name"]
+    counts = frame.group_by(keys).len().sort(keys)
+    return {"/".join(str(v) for v in row[:-1]): row[-1] for row in counts.iter_rows()}
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"polars", "parquet"},
+    description="Every row of the labelled source: text, label id, label name, source split.",
+)
+def raw_texts(
+    context: dg.AssetExecutionContext, config: RawTextsConfig, store: ArtifactStore
+) -> dg.MaterializeResult:
+    uri = resolve_source(config.source)
+    context.log.info(f"reading {uri}")
+    source = read_source(uri, cache_dir(), context.log.info)
+    frame = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
+    content_hash = frame_hash(frame)
+    version = content_hash[:16]
+    store.write_parquet(f"raw_texts/{version}/raw_texts.parquet", frame)
+    store.publish("raw_texts", {
+        "version": version,
+        "content_hash": content_hash,
+        "path": f"raw_texts/{version}/raw_texts.parquet",
+        "label_names": source.label_names,
+        "source": uri,
+    })
+    per_split = {str(k): v for k, v in frame.group_by("source_split").len().iter_rows()}
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(content_hash),
+        metadata={
+            "rows": frame.height,
+            "rows_per_split": dg.MetadataValue.json(per_split),
+            "rows_per_class": dg.MetadataValue.json(class_counts(frame)),
+            "rows_per_split_and_class": dg.MetadataValue.json(class_counts(frame, "source_split")),
+            "label_names": dg.MetadataValue.json(source.label_names),
+            "content_hash": content_hash,
+            "source_uri": dg.MetadataValue.text(uri),
+            "path": dg.MetadataValue.path(store.uri(f"raw_texts/{version}/raw_texts.parquet")),
+        },
+    )

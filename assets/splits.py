@@ -1,0 +1,137 @@
+"""`text_splits`: deduplicated, leak-free train / validation / test splits of `raw_texts`."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.raw import class_counts, raw_texts
+from assets.versioning import combined_hash, frame_hash
+from orchestration.resources import ArtifactStore
+
+SPLITS = ("train", "validation", "test")
+# A text found in two splits stays in the later one: test is never touched, so it stays the
+# benchmark's, and validation wins over train.
+PRECEDENCE = {"test": 0, "validation": 1, "train": 2}
+SPLIT_COLUMNS = ["text", "label", "label_name"]
+
+
+class TextSplitsConfig(dg.Config):
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of rows for validation when the source has no splits"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of rows for test when the source has no splits"
+    )
+    seed: int = Field(42, description="Seed of the stratified split of rows without a split")
+
+
+@dataclass
+class SplitResult:
+    splits: dict[str, pl.DataFrame]
+    drops: dict[str, int]  # reason -> rows dropped
+
+
+def normalise(frame: pl.DataFrame) -> pl.DataFrame:
+    """Unicode NFC and trimmed whitespace; inner whitespace is part of the text."""
+    return frame.with_columns(pl.col("text").str.normalize("NFC").str.strip_chars())
+
+
+def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int) -> pl.DataFrame:
+    """Keep source splits; give rows without one a seeded split, stratified by label."""
+    if validation + test >= 1:
+        raise ValueError(
+            f"validation_fraction + test_fraction must be below 1, got {validation + test:.2f}"
+        )
+    has_split = frame.filter(pl.col("source_split").is_not_null())
+    unsplit = frame.filter(pl.col("source_split").is_null())
+    if unsplit.height == 0:
+        return frame.rename({"source_split": "split"})
+    parts = []
+    for (_label,), group in unsplit.group_by("label", maintain_order=True):
+        shuffled = group.sample(fraction=1.0, shuffle=True, seed=seed)
+        n_test = round(group.height * test)
+        n_validation = round(group.height * validation)
+        names = (["test"] * n_test + ["validation"] * n_validation
+                 + ["train"] * (group.height - n_test - n_validation))
+        parts.append(shuffled.with_columns(source_split=pl.Series(names, dtype=pl.String)))
+    return pl.concat([has_split, *parts]).rename({"source_split": "split"})
+
+
+def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
+    """Normalise, drop empty and duplicate texts, and remove cross-split leaks, counting each."""
+    frame = normalise(raw).with_row_index("_row")
+    empty = frame["text"].is_null() | (frame["text"] == "")
+    drops = {f"empty_{split}": n for split, n in _rows_per_split(frame.filter(empty)).items()}
+    frame = frame.filter(~empty)
+    # Rows without a source split are deduplicated before they are split, so a duplicate pair
+    # can never straddle two splits by chance.
+    before = _rows_per_split(frame)
+    frame = frame.unique(subset=["source_split", "text"], keep="first", maintain_order=True)
+    after = _rows_per_split(frame)
+    drops |= {f"duplicates_{split}": before[split] - after[split] for split in before}
+    frame = assign_splits(frame, config.validation_fraction, config.test_fraction, config.seed)
+    frame = frame.sort("_row").with_columns(
+        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8))
+    keep_rank = frame.group_by("text").agg(_keep_rank=pl.col("_rank").min())
+    frame = frame.join(keep_rank, on="text", how="left", maintain_order="left")
+    leaked = frame.filter(pl.col("_rank") != pl.col("_keep_rank"))
+    split_of_rank = {rank: name for name, rank in PRECEDENCE.items()}
+    for (split, kept_in), group in leaked.group_by(["split", "_keep_rank"]):
+        drops[f"{split}_also_in_{split_of_rank[kept_in]}"] = group.height
+    frame = frame.filter(pl.col("_rank") == pl.col("_keep_rank"))
+    splits = {name: frame.filter(pl.col("split") == name).select(SPLIT_COLUMNS) for name in SPLITS}
+    return SplitResult(splits=splits, drops=drops)
+
+
+def _rows_per_split(frame: pl.DataFrame) -> dict[str, int]:
+    """Row count per source split; rows without one count as 'unsplit'."""
+    counts = frame.group_by("source_split").len()
+    return {split or "unsplit": n for split, n in counts.iter_rows()}
+
+
+def class_balance(frame: pl.DataFrame) -> dict[str, float]:
+    counts = class_counts(frame)
+    return {name: round(count / max(frame.height, 1), 4) for name, count in counts.items()}
+
+
+@dg.asset(
+    deps=[raw_texts],
+    group_name="data",
+    kinds={"polars", "parquet"},
+    description="Train / validation / test: normalised, deduplicated, no text in two splits.",
+)
+def text_splits(
+    context: dg.AssetExecutionContext, config: TextSplitsConfig, store: ArtifactStore
+) -> dg.MaterializeResult:
+    raw_manifest = store.latest("raw_texts")
+    raw = store.read_parquet(raw_manifest["path"])
+    result = build_splits(raw, config)
+    hashes = {name: frame_hash(frame) for name, frame in result.splits.items()}
+    version_hash = combined_hash({**hashes, "label_names": str(raw_manifest["label_names"])})
+    version = version_hash[:16]
+    paths = {name: f"text_splits/{version}/{name}.parquet" for name in SPLITS}
+    for name, frame in result.splits.items():
+        store.write_parquet(paths[name], frame)
+    store.publish("text_splits", {
+        "version": version,
+        "paths": paths,
+        "hashes": hashes,
+        "label_names": raw_manifest["label_names"],
+        "raw_texts_version": raw_manifest["version"],
+    })
+    sizes = {name: frame.height for name, frame in result.splits.items()}
+    context.log.info(f"splits {sizes}; dropped {result.drops}")
+    metadata: dict[str, Any] = {
+        f"{name}_rows": size for name, size in sizes.items()
+    }
+    metadata |= {f"{name}_hash": dg.MetadataValue.text(h) for name, h in hashes.items()}
+    metadata |= {f"dropped_{reason}": count for reason, count in sorted(result.drops.items())}
+    metadata["dropped_total"] = sum(result.drops.values())
+    metadata["class_balance"] = dg.MetadataValue.json(
+        {name: class_balance(frame) for name, frame in result.splits.items()})
+    metadata["raw_texts_version"] = dg.MetadataValue.text(raw_manifest["version"])
+    metadata["path"] = dg.MetadataValue.path(store.uri(f"text_splits/{version}"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(version_hash), metadata=metadata)

@@ -1,0 +1,120 @@
+"""Dagster asset checks built on the GX suites. Blocking checks guard what the model learns from:
+when one fails with ERROR severity, nothing downstream runs."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from data_checks.outcome import CheckOutcome, Severity
+from data_checks.raw import raw_texts_outcomes
+from data_checks.splits import stack_splits, text_splits_outcomes
+from orchestration.resources import ArtifactStore
+
+RAW_TEXTS = dg.AssetKey("raw_texts")
+TEXT_SPLITS = dg.AssetKey("text_splits")
+
+
+def to_result(asset: dg.AssetKey, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    severity = (dg.AssetCheckSeverity.ERROR if outcome.severity is Severity.ERROR
+                else dg.AssetCheckSeverity.WARN)
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata={key: _metadata_value(value) for key, value in outcome.metadata.items()},
+    )
+
+
+def _metadata_value(value: object) -> Any:
+    if isinstance(value, list | dict):
+        return dg.MetadataValue.json(value)
+    return value
+
+
+class RawTextsChecksConfig(dg.Config):
+    empty_warn_share: float = Field(0.001, description="Warn when more texts than this are empty")
+    empty_error_share: float = Field(0.05, description="Fail (blocking) above this empty share")
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec("schema", asset=RAW_TEXTS, blocking=True,
+                          description="Columns and types of raw_texts"),
+        dg.AssetCheckSpec("labels_in_label_set", asset=RAW_TEXTS, blocking=True,
+                          description="Every label id belongs to the label mapping"),
+        dg.AssetCheckSpec("text_not_null", asset=RAW_TEXTS, blocking=True,
+                          description="No null text"),
+        dg.AssetCheckSpec("empty_text_share", asset=RAW_TEXTS, blocking=True,
+                          description="Share of empty texts: WARN above 0.1 %, ERROR above 5 %"),
+    ],
+)
+def raw_texts_checks(
+    config: RawTextsChecksConfig, store: ArtifactStore
+) -> Iterator[dg.AssetCheckResult]:
+    manifest = store.latest("raw_texts")
+    frame = store.read_parquet(manifest["path"])
+    outcomes = raw_texts_outcomes(frame, manifest["label_names"], config.empty_warn_share,
+                                  config.empty_error_share)
+    for name, outcome in outcomes.items():
+        yield to_result(RAW_TEXTS, name, outcome)
+
+
+class TextSplitsChecksConfig(dg.Config):
+    min_per_class: int = Field(5, ge=1, description="Fewest rows of each class in each split")
+    max_class_share_shift: float = Field(
+        0.1, description="Warn when a class's share in train and test differs by more")
+    base_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Tokenizer used to measure text lengths (the model being trained)")
+    max_length: int = Field(128, description="The model's max_length in tokens")
+    max_long_share: float = Field(
+        0.01, description="Warn when more texts than this are longer than max_length")
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec("no_text_in_two_splits", asset=TEXT_SPLITS, blocking=True,
+                          description="No text appears in more than one split"),
+        dg.AssetCheckSpec("classes_in_every_split", asset=TEXT_SPLITS, blocking=True,
+                          description="Every class has at least min_per_class rows per split"),
+        dg.AssetCheckSpec("no_empty_text", asset=TEXT_SPLITS, blocking=True,
+                          description="No empty text in any split"),
+        dg.AssetCheckSpec("class_share_shift", asset=TEXT_SPLITS,
+                          description="Train vs test class shares (WARN)"),
+        dg.AssetCheckSpec("long_text_share", asset=TEXT_SPLITS,
+                          description="Share of texts longer than max_length tokens (WARN)"),
+    ],
+)
+def text_splits_checks(
+    config: TextSplitsChecksConfig, store: ArtifactStore
+) -> Iterator[dg.AssetCheckResult]:
+    manifest = store.latest("text_splits")
+    splits = {name: store.read_parquet(path) for name, path in manifest["paths"].items()}
+    token_counts = count_tokens(stack_splits(splits)["text"], config.base_model)
+    outcomes = text_splits_outcomes(
+        splits, manifest["label_names"], token_counts,
+        min_per_class=config.min_per_class,
+        max_class_share_shift=config.max_class_share_shift,
+        max_length=config.max_length,
+        max_long_share=config.max_long_share,
+    )
+    for name, outcome in outcomes.items():
+        yield to_result(TEXT_SPLITS, name, outcome)
+
+
+def count_tokens(texts: pl.Series, base_model: str) -> pl.Series:
+    """Tokens per text with the model's tokenizer, special tokens included, no truncation."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from assets.base_model import resolve_base_model
+
+    hf_logging.set_verbosity_error()  # per-text "longer than max length" warnings are the point
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+    encoded = tokenizer(texts.fill_null("").to_list(), truncation=False)["input_ids"]
+    return pl.Series("n_tokens", [len(ids) for ids in encoded], dtype=pl.Int64)

@@ -1,0 +1,72 @@
+"""Run Great Expectations 1.x expectations on a polars frame in an ephemeral context."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    success: bool
+    unexpected_count: int
+    element_count: int
+    unexpected_index: list[int]  # row positions in the validated frame
+    observed: Any
+
+    def examples(self, frame: pl.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+        """Up to five offending rows, texts cut to 200 characters."""
+        rows = frame.select(columns)[self.unexpected_index[:MAX_EXAMPLES]].to_dicts()
+        return [{k: (v[:200] if isinstance(v, str) else v) for k, v in row.items()} for row in rows]
+
+
+@functools.cache
+def _batch_definition():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+        ),
+    )
+    source = context.data_sources.add_pandas("textops")
+    return source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
+
+
+def validate(frame: pl.DataFrame, expectations: dict[str, Any]) -> dict[str, ExpectationOutcome]:
+    """Validate `frame` against named GX expectations as one suite; results by name."""
+    import great_expectations as gx
+
+    batch_definition = _batch_definition()  # creates the context the suite needs
+    suite = gx.ExpectationSuite(name="textops")
+    for name, expectation in expectations.items():
+        expectation.meta = {**(expectation.meta or {}), "check": name}
+        suite.add_expectation(expectation)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.to_pandas()})
+    results = batch.validate(suite, result_format="COMPLETE").results
+    by_name = {result.expectation_config.meta["check"]: result for result in results}
+    outcomes = {}
+    for name in expectations:
+        result = by_name[name]
+        details = result.result or {}
+        outcomes[name] = ExpectationOutcome(
+            success=bool(result.success),
+            unexpected_count=int(details.get("unexpected_count") or 0),
+            element_count=int(details.get("element_count") or frame.height),
+            unexpected_index=[int(i) for i in details.get("unexpected_index_list") or []],
+            observed=details.get("observed_value"),
+        )
+    return outcomes

@@ -1,0 +1,20 @@
+"""What a data check found, independent of Dagster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    severity: Severity  # how bad a failure is; ERROR on a blocking check stops the run
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
