@@ -39,7 +39,8 @@ def resolve_base_model(name: str) -> Path:
         except ImportError:
             tried.append(f"PyPI package {package.replace('_', '-')}: not installed")
     raise BaseModelNotFoundError(
-        f"base model {name!r} not found. Tried:\n  - " + "\n  - ".join(tried)
+        f"base model {name!r} not found. Tried:\n  - "
+        + "\n  - ".join(tried)
         + "\nSet base_model to a local folder with config.json and model weights, or allow "
         "hub access (unset HF_HUB_OFFLINE)."
     )

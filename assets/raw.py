@@ -19,7 +19,9 @@ class RawTextsConfig(dg.Config):
         "hate task.",
     )
     max_rows_per_split: int = Field(
-        0, ge=0, description="Keep at most this many rows per source split, sampled stratified "
+        0,
+        ge=0,
+        description="Keep at most this many rows per source split, sampled stratified "
         "by label (0 = all rows); for quick runs.",
     )
     sample_seed: int = Field(0, description="Seed of the stratified sample")
@@ -35,7 +37,7 @@ def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl
         return frame
     indexed = frame.with_row_index("_row")
     kept = []
-    for (split,), part in indexed.group_by("source_split", maintain_order=True):
+    for _split, part in indexed.group_by("source_split", maintain_order=True):
         if part.height <= rows_per_split:
             kept.append(part)
             continue
@@ -66,13 +68,16 @@ def raw_texts(
     content_hash = frame_hash(frame)
     version = content_hash[:16]
     store.write_parquet(f"raw_texts/{version}/raw_texts.parquet", frame)
-    store.publish("raw_texts", {
-        "version": version,
-        "content_hash": content_hash,
-        "path": f"raw_texts/{version}/raw_texts.parquet",
-        "label_names": source.label_names,
-        "source": uri,
-    })
+    store.publish(
+        "raw_texts",
+        {
+            "version": version,
+            "content_hash": content_hash,
+            "path": f"raw_texts/{version}/raw_texts.parquet",
+            "label_names": source.label_names,
+            "source": uri,
+        },
+    )
     per_split = {str(k): v for k, v in frame.group_by("source_split").len().iter_rows()}
     return dg.MaterializeResult(
         data_version=dg.DataVersion(content_hash),

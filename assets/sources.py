@@ -23,12 +23,21 @@ DEFAULT_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/da
 
 # Split names in textops -> file stems in the TweetEval layout.
 TWEETEVAL_SPLITS = {"train": "train", "validation": "val", "test": "test"}
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation",
-                 "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
 
-RAW_SCHEMA = {"text": pl.String, "label": pl.Int64, "label_name": pl.String,
-              "source_split": pl.String}
+RAW_SCHEMA = {
+    "text": pl.String,
+    "label": pl.Int64,
+    "label_name": pl.String,
+    "source_split": pl.String,
+}
 
 Log = Callable[[str], None]
 
@@ -84,9 +93,14 @@ def read_tweeteval(files: dict[str, bytes], origin: str) -> RawSource:
                 f"{origin}: {text_name} has {len(texts)} lines but {labels_name} has "
                 f"{len(labels)}; text and label files must be aligned line by line"
             )
-        ids = [_parse_label_id(raw, labels_name, i + 1, label_names) for i, raw in enumerate(labels)]
-        frames.append(pl.DataFrame({"text": texts, "label": ids}, schema={
-            "text": pl.String, "label": pl.Int64}).with_columns(source_split=pl.lit(split)))
+        ids = [
+            _parse_label_id(raw, labels_name, i + 1, label_names) for i, raw in enumerate(labels)
+        ]
+        frames.append(
+            pl.DataFrame(
+                {"text": texts, "label": ids}, schema={"text": pl.String, "label": pl.Int64}
+            ).with_columns(source_split=pl.lit(split))
+        )
     frame = pl.concat(frames)
     return RawSource(_with_label_names(frame, label_names), label_names)
 
@@ -191,8 +205,9 @@ def _label_ids(frame: pl.DataFrame, name: str) -> tuple[pl.Series, list[str]]:
         ids = raw.cast(pl.Int64)
         present = sorted(ids.unique().to_list())
         if "label_name" in frame.columns:
-            pairs = dict(zip(ids.to_list(), frame["label_name"].cast(pl.String).to_list(),
-                             strict=True))
+            pairs = dict(
+                zip(ids.to_list(), frame["label_name"].cast(pl.String).to_list(), strict=True)
+            )
             label_names = [pairs.get(i, str(i)) for i in range(max(present) + 1)]
         else:
             label_names = [str(i) for i in range(max(present) + 1)]

@@ -54,15 +54,19 @@ def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int
         shuffled = group.sample(fraction=1.0, shuffle=True, seed=seed)
         n_test = round(group.height * test)
         n_validation = round(group.height * validation)
-        names = (["test"] * n_test + ["validation"] * n_validation
-                 + ["train"] * (group.height - n_test - n_validation))
+        names = (
+            ["test"] * n_test
+            + ["validation"] * n_validation
+            + ["train"] * (group.height - n_test - n_validation)
+        )
         parts.append(shuffled.with_columns(source_split=pl.Series(names, dtype=pl.String)))
     return pl.concat([has_split, *parts]).rename({"source_split": "split"})
 
 
 def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
     """Normalise, drop empty and duplicate texts, and remove cross-split leaks, counting each."""
-    frame = normalise(raw).with_row_index("_row")
+    frame = normalise(raw.with_columns(pl.col("source_split").cast(pl.String)))
+    frame = frame.with_row_index("_row")
     empty = frame["text"].is_null() | (frame["text"] == "")
     drops = {f"empty_{split}": n for split, n in _rows_per_split(frame.filter(empty)).items()}
     frame = frame.filter(~empty)
@@ -74,7 +78,8 @@ def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
     drops |= {f"duplicates_{split}": before[split] - after[split] for split in before}
     frame = assign_splits(frame, config.validation_fraction, config.test_fraction, config.seed)
     frame = frame.sort("_row").with_columns(
-        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8))
+        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8)
+    )
     keep_rank = frame.group_by("text").agg(_keep_rank=pl.col("_rank").min())
     frame = frame.join(keep_rank, on="text", how="left", maintain_order="left")
     leaked = frame.filter(pl.col("_rank") != pl.col("_keep_rank"))
@@ -115,23 +120,25 @@ def text_splits(
     paths = {name: f"text_splits/{version}/{name}.parquet" for name in SPLITS}
     for name, frame in result.splits.items():
         store.write_parquet(paths[name], frame)
-    store.publish("text_splits", {
-        "version": version,
-        "paths": paths,
-        "hashes": hashes,
-        "label_names": raw_manifest["label_names"],
-        "raw_texts_version": raw_manifest["version"],
-    })
+    store.publish(
+        "text_splits",
+        {
+            "version": version,
+            "paths": paths,
+            "hashes": hashes,
+            "label_names": raw_manifest["label_names"],
+            "raw_texts_version": raw_manifest["version"],
+        },
+    )
     sizes = {name: frame.height for name, frame in result.splits.items()}
     context.log.info(f"splits {sizes}; dropped {result.drops}")
-    metadata: dict[str, Any] = {
-        f"{name}_rows": size for name, size in sizes.items()
-    }
+    metadata: dict[str, Any] = {f"{name}_rows": size for name, size in sizes.items()}
     metadata |= {f"{name}_hash": dg.MetadataValue.text(h) for name, h in hashes.items()}
     metadata |= {f"dropped_{reason}": count for reason, count in sorted(result.drops.items())}
     metadata["dropped_total"] = sum(result.drops.values())
     metadata["class_balance"] = dg.MetadataValue.json(
-        {name: class_balance(frame) for name, frame in result.splits.items()})
+        {name: class_balance(frame) for name, frame in result.splits.items()}
+    )
     metadata["raw_texts_version"] = dg.MetadataValue.text(raw_manifest["version"])
     metadata["path"] = dg.MetadataValue.path(store.uri(f"text_splits/{version}"))
     return dg.MaterializeResult(data_version=dg.DataVersion(version_hash), metadata=metadata)

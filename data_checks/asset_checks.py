@@ -18,8 +18,11 @@ TEXT_SPLITS = dg.AssetKey("text_splits")
 
 
 def to_result(asset: dg.AssetKey, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
-    severity = (dg.AssetCheckSeverity.ERROR if outcome.severity is Severity.ERROR
-                else dg.AssetCheckSeverity.WARN)
+    severity = (
+        dg.AssetCheckSeverity.ERROR
+        if outcome.severity is Severity.ERROR
+        else dg.AssetCheckSeverity.WARN
+    )
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=name,
@@ -43,14 +46,24 @@ class RawTextsChecksConfig(dg.Config):
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec("schema", asset=RAW_TEXTS, blocking=True,
-                          description="Columns and types of raw_texts"),
-        dg.AssetCheckSpec("labels_in_label_set", asset=RAW_TEXTS, blocking=True,
-                          description="Every label id belongs to the label mapping"),
-        dg.AssetCheckSpec("text_not_null", asset=RAW_TEXTS, blocking=True,
-                          description="No null text"),
-        dg.AssetCheckSpec("empty_text_share", asset=RAW_TEXTS, blocking=True,
-                          description="Share of empty texts: WARN above 0.1 %, ERROR above 5 %"),
+        dg.AssetCheckSpec(
+            "schema", asset=RAW_TEXTS, blocking=True, description="Columns and types of raw_texts"
+        ),
+        dg.AssetCheckSpec(
+            "labels_in_label_set",
+            asset=RAW_TEXTS,
+            blocking=True,
+            description="Every label id belongs to the label mapping",
+        ),
+        dg.AssetCheckSpec(
+            "text_not_null", asset=RAW_TEXTS, blocking=True, description="No null text"
+        ),
+        dg.AssetCheckSpec(
+            "empty_text_share",
+            asset=RAW_TEXTS,
+            blocking=True,
+            description="Share of empty texts: WARN above 0.1 %, ERROR above 5 %",
+        ),
     ],
 )
 def raw_texts_checks(
@@ -58,8 +71,9 @@ def raw_texts_checks(
 ) -> Iterator[dg.AssetCheckResult]:
     manifest = store.latest("raw_texts")
     frame = store.read_parquet(manifest["path"])
-    outcomes = raw_texts_outcomes(frame, manifest["label_names"], config.empty_warn_share,
-                                  config.empty_error_share)
+    outcomes = raw_texts_outcomes(
+        frame, manifest["label_names"], config.empty_warn_share, config.empty_error_share
+    )
     for name, outcome in outcomes.items():
         yield to_result(RAW_TEXTS, name, outcome)
 
@@ -67,27 +81,46 @@ def raw_texts_checks(
 class TextSplitsChecksConfig(dg.Config):
     min_per_class: int = Field(5, ge=1, description="Fewest rows of each class in each split")
     max_class_share_shift: float = Field(
-        0.1, description="Warn when a class's share in train and test differs by more")
+        0.1, description="Warn when a class's share in train and test differs by more"
+    )
     base_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
-        description="Tokenizer used to measure text lengths (the model being trained)")
+        description="Tokenizer used to measure text lengths (the model being trained)",
+    )
     max_length: int = Field(128, description="The model's max_length in tokens")
     max_long_share: float = Field(
-        0.01, description="Warn when more texts than this are longer than max_length")
+        0.01, description="Warn when more texts than this are longer than max_length"
+    )
 
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec("no_text_in_two_splits", asset=TEXT_SPLITS, blocking=True,
-                          description="No text appears in more than one split"),
-        dg.AssetCheckSpec("classes_in_every_split", asset=TEXT_SPLITS, blocking=True,
-                          description="Every class has at least min_per_class rows per split"),
-        dg.AssetCheckSpec("no_empty_text", asset=TEXT_SPLITS, blocking=True,
-                          description="No empty text in any split"),
-        dg.AssetCheckSpec("class_share_shift", asset=TEXT_SPLITS,
-                          description="Train vs test class shares (WARN)"),
-        dg.AssetCheckSpec("long_text_share", asset=TEXT_SPLITS,
-                          description="Share of texts longer than max_length tokens (WARN)"),
+        dg.AssetCheckSpec(
+            "no_text_in_two_splits",
+            asset=TEXT_SPLITS,
+            blocking=True,
+            description="No text appears in more than one split",
+        ),
+        dg.AssetCheckSpec(
+            "classes_in_every_split",
+            asset=TEXT_SPLITS,
+            blocking=True,
+            description="Every class has at least min_per_class rows per split",
+        ),
+        dg.AssetCheckSpec(
+            "no_empty_text",
+            asset=TEXT_SPLITS,
+            blocking=True,
+            description="No empty text in any split",
+        ),
+        dg.AssetCheckSpec(
+            "class_share_shift", asset=TEXT_SPLITS, description="Train vs test class shares (WARN)"
+        ),
+        dg.AssetCheckSpec(
+            "long_text_share",
+            asset=TEXT_SPLITS,
+            description="Share of texts longer than max_length tokens (WARN)",
+        ),
     ],
 )
 def text_splits_checks(
@@ -97,7 +130,9 @@ def text_splits_checks(
     splits = {name: store.read_parquet(path) for name, path in manifest["paths"].items()}
     token_counts = count_tokens(stack_splits(splits)["text"], config.base_model)
     outcomes = text_splits_outcomes(
-        splits, manifest["label_names"], token_counts,
+        splits,
+        manifest["label_names"],
+        token_counts,
         min_per_class=config.min_per_class,
         max_class_share_shift=config.max_class_share_shift,
         max_length=config.max_length,

@@ -25,47 +25,74 @@ def raw_texts_outcomes(
             outcomes[name] = CheckOutcome(False, Severity.ERROR, reason)
         return outcomes
     checked = frame.with_columns(
-        is_blank=pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""))
-    results = validate(checked, {
-        "labels": gxe.ExpectColumnValuesToBeInSet(
-            column="label", value_set=list(range(len(label_names)))),
-        "not_null": gxe.ExpectColumnValuesToNotBeNull(column="text"),
-        "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
-    })
+        is_blank=pl.col("text").is_null() | (pl.col("text").str.strip_chars() == "")
+    )
+    results = validate(
+        checked,
+        {
+            "labels": gxe.ExpectColumnValuesToBeInSet(
+                column="label", value_set=list(range(len(label_names)))
+            ),
+            "not_null": gxe.ExpectColumnValuesToNotBeNull(column="text"),
+            "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
+        },
+    )
     columns = ["text", "label", "source_split"]
     labels = results["labels"]
     outcomes["labels_in_label_set"] = CheckOutcome(
-        labels.success, Severity.ERROR,
+        labels.success,
+        Severity.ERROR,
         f"every label is one of {len(label_names)} ids {list(range(len(label_names)))}",
-        {"unexpected_count": labels.unexpected_count,
-         "examples": labels.examples(checked, columns)})
+        {
+            "unexpected_count": labels.unexpected_count,
+            "examples": labels.examples(checked, columns),
+        },
+    )
     not_null = results["not_null"]
     outcomes["text_not_null"] = CheckOutcome(
-        not_null.success, Severity.ERROR, "no row has a null text",
-        {"unexpected_count": not_null.unexpected_count,
-         "examples": not_null.examples(checked, columns)})
+        not_null.success,
+        Severity.ERROR,
+        "no row has a null text",
+        {
+            "unexpected_count": not_null.unexpected_count,
+            "examples": not_null.examples(checked, columns),
+        },
+    )
     blank = results["blank"]
     share = blank.unexpected_count / max(blank.element_count, 1)
     severity = Severity.ERROR if share > empty_error_share else Severity.WARN
     outcomes["empty_text_share"] = CheckOutcome(
-        share <= empty_warn_share, severity,
+        share <= empty_warn_share,
+        severity,
         f"share of empty texts {share:.3%} (warn above {empty_warn_share:.1%}, "
         f"error above {empty_error_share:.0%})",
-        {"unexpected_count": blank.unexpected_count, "share": float(share),
-         "examples": blank.examples(checked, columns)})
+        {
+            "unexpected_count": blank.unexpected_count,
+            "share": float(share),
+            "examples": blank.examples(checked, columns),
+        },
+    )
     return outcomes
 
 
 def _schema(frame: pl.DataFrame) -> CheckOutcome:
-    expectations = {"columns": gxe.ExpectTableColumnsToMatchSet(
-        column_set=list(RAW_COLUMN_TYPES), exact_match=True)}
+    expectations = {
+        "columns": gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(RAW_COLUMN_TYPES), exact_match=True
+        )
+    }
     present = [c for c in RAW_COLUMN_TYPES if c in frame.columns]
-    expectations |= {c: gxe.ExpectColumnValuesToBeOfType(column=c, type_=RAW_COLUMN_TYPES[c])
-                     for c in present}
+    expectations |= {
+        c: gxe.ExpectColumnValuesToBeOfType(column=c, type_=RAW_COLUMN_TYPES[c]) for c in present
+    }
     results = validate(frame, expectations)
     failed = [name for name, result in results.items() if not result.success]
     return CheckOutcome(
-        not failed, Severity.ERROR,
+        not failed,
+        Severity.ERROR,
         "columns text (str), label (int64), label_name (str), source_split (str or null)",
-        {"failed": failed, "columns": dict(zip(frame.columns, map(str, frame.dtypes),
-                                               strict=True))})
+        {
+            "failed": failed,
+            "columns": dict(zip(frame.columns, map(str, frame.dtypes), strict=True)),
+        },
+    )

@@ -31,57 +31,92 @@ def text_splits_outcomes(
     pairs = stacked.unique(subset=["split", "text"], keep="first", maintain_order=True)
     counts = _class_counts(stacked, list(splits), label_names)
     shift = _class_share_shift(stacked, label_names)
-    stacked_results = validate(stacked, {
-        "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
-        "long": gxe.ExpectColumnValuesToBeBetween(column="n_tokens", max_value=max_length),
-    })
+    stacked_results = validate(
+        stacked,
+        {
+            "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
+            "long": gxe.ExpectColumnValuesToBeBetween(column="n_tokens", max_value=max_length),
+        },
+    )
     leaks = validate(pairs, {"unique": gxe.ExpectColumnValuesToBeUnique(column="text")})["unique"]
-    coverage = validate(counts, {"min": gxe.ExpectColumnValuesToBeBetween(
-        column="rows", min_value=min_per_class)})["min"]
-    shifted = validate(shift, {"max": gxe.ExpectColumnValuesToBeBetween(
-        column="abs_shift", max_value=max_class_share_shift)})["max"]
+    coverage = validate(
+        counts, {"min": gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=min_per_class)}
+    )["min"]
+    shifted = validate(
+        shift,
+        {
+            "max": gxe.ExpectColumnValuesToBeBetween(
+                column="abs_shift", max_value=max_class_share_shift
+            )
+        },
+    )["max"]
 
     blank, long = stacked_results["blank"], stacked_results["long"]
     long_share = long.unexpected_count / max(long.element_count, 1)
     columns = ["split", "text", "label_name"]
     return {
         "no_text_in_two_splits": CheckOutcome(
-            leaks.success, Severity.ERROR, "no text appears in more than one split",
-            {"unexpected_count": leaks.unexpected_count,
-             "examples": leaks.examples(pairs, columns)}),
+            leaks.success,
+            Severity.ERROR,
+            "no text appears in more than one split",
+            {
+                "unexpected_count": leaks.unexpected_count,
+                "examples": leaks.examples(pairs, columns),
+            },
+        ),
         "classes_in_every_split": CheckOutcome(
-            coverage.success, Severity.ERROR,
+            coverage.success,
+            Severity.ERROR,
             f"every class has at least {min_per_class} rows in every split",
-            {"unexpected_count": coverage.unexpected_count,
-             "examples": coverage.examples(counts, ["split", "label_name", "rows"]),
-             "rows_per_split_and_class": {f"{s}/{n}": r for s, n, r in counts.iter_rows()}}),
+            {
+                "unexpected_count": coverage.unexpected_count,
+                "examples": coverage.examples(counts, ["split", "label_name", "rows"]),
+                "rows_per_split_and_class": {f"{s}/{n}": r for s, n, r in counts.iter_rows()},
+            },
+        ),
         "no_empty_text": CheckOutcome(
-            blank.success, Severity.ERROR, "no split holds an empty text",
-            {"unexpected_count": blank.unexpected_count,
-             "examples": blank.examples(stacked, columns)}),
+            blank.success,
+            Severity.ERROR,
+            "no split holds an empty text",
+            {
+                "unexpected_count": blank.unexpected_count,
+                "examples": blank.examples(stacked, columns),
+            },
+        ),
         "class_share_shift": CheckOutcome(
-            shifted.success, Severity.WARN,
+            shifted.success,
+            Severity.WARN,
             f"train and test class shares differ by at most {max_class_share_shift:.0%}",
-            {"unexpected_count": shifted.unexpected_count,
-             "max_abs_shift": float(shift["abs_shift"].max() or 0.0),
-             "examples": shifted.examples(shift, shift.columns)}),
+            {
+                "unexpected_count": shifted.unexpected_count,
+                "max_abs_shift": float(shift["abs_shift"].max() or 0.0),
+                "examples": shifted.examples(shift, shift.columns),
+            },
+        ),
         "long_text_share": CheckOutcome(
-            long_share <= max_long_share, Severity.WARN,
+            long_share <= max_long_share,
+            Severity.WARN,
             f"{long_share:.2%} of texts are longer than max_length={max_length} tokens and "
             f"will be truncated (warn above {max_long_share:.0%})",
-            {"unexpected_count": long.unexpected_count, "share": float(long_share),
-             "max_tokens": int(stacked["n_tokens"].max() or 0),
-             "examples": long.examples(stacked, [*columns, "n_tokens"])}),
+            {
+                "unexpected_count": long.unexpected_count,
+                "share": float(long_share),
+                "max_tokens": int(stacked["n_tokens"].max() or 0),
+                "examples": long.examples(stacked, [*columns, "n_tokens"]),
+            },
+        ),
     }
 
 
 def _class_counts(stacked: pl.DataFrame, splits: list[str], label_names: list[str]) -> pl.DataFrame:
     """Rows per (split, class), zero rows included."""
     grid = pl.DataFrame({"split": splits}).join(
-        pl.DataFrame({"label_name": label_names}), how="cross")
+        pl.DataFrame({"label_name": label_names}), how="cross"
+    )
     found = stacked.group_by("split", "label_name").agg(rows=pl.len().cast(pl.Int64))
     return grid.join(found, on=["split", "label_name"], how="left").with_columns(
-        pl.col("rows").fill_null(0))
+        pl.col("rows").fill_null(0)
+    )
 
 
 def _class_share_shift(stacked: pl.DataFrame, label_names: list[str]) -> pl.DataFrame:
@@ -91,6 +126,10 @@ def _class_share_shift(stacked: pl.DataFrame, label_names: list[str]) -> pl.Data
         part = stacked.filter(pl.col("split") == split)
         counts = dict(part.group_by("label_name").len().iter_rows())
         shares[split] = [counts.get(name, 0) / max(part.height, 1) for name in label_names]
-    return pl.DataFrame({
-        "label_name": label_names, "train_share": shares["train"], "test_share": shares["test"],
-    }).with_columns(abs_shift=(pl.col("train_share") - pl.col("test_share")).abs())
+    return pl.DataFrame(
+        {
+            "label_name": label_names,
+            "train_share": shares["train"],
+            "test_share": shares["test"],
+        }
+    ).with_columns(abs_shift=(pl.col("train_share") - pl.col("test_share")).abs())

@@ -1,0 +1,80 @@
+"""The code location loads, names every asset of the design, and validates from the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration import definitions
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN_ASSETS = {"raw_texts", "text_splits"}
+
+
+def test_every_asset_is_defined_and_in_the_pipeline_job():
+    defs = definitions.defs
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == DESIGN_ASSETS
+    job = defs.resolve_job_def("pipeline")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == DESIGN_ASSETS
+
+
+def test_blocking_checks_guard_the_training_data():
+    specs = {
+        (s.asset_key.to_user_string(), s.name): s.blocking
+        for c in definitions.ASSET_CHECKS
+        for s in c.check_specs
+    }
+    assert specs[("raw_texts", "labels_in_label_set")]
+    assert specs[("text_splits", "no_text_in_two_splits")]
+    assert not specs[("text_splits", "class_share_shift")]
+
+
+def test_unknown_environment_is_named():
+    with pytest.raises(ValueError, match="TEXTOPS_ENV='prod' is not one of local"):
+        definitions.resources_for("prod")
+
+
+def test_definitions_validate_cli(tmp_path):
+    result = subprocess.run(
+        [
+            Path(sys.executable).parent / "dagster",
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**dict(os.environ), "DAGSTER_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stderr + result.stdout
+
+
+def test_no_side_effects_at_import(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTOPS_HOME", str(tmp_path / "home"))
+    code = "import orchestration.definitions"
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        env={**dict(os.environ), "TEXTOPS_HOME": str(tmp_path / "home")},
+    )
+    assert not (tmp_path / "home").exists()
+    assert isinstance(definitions.defs, dg.Definitions)
+
+
+def test_readme_documents_every_config_field():
+    readme = (ROOT / "README.md").read_text()
+    for node in [*definitions.ASSETS, *definitions.ASSET_CHECKS]:
+        config = node.op.config_schema.config_type
+        fields = config.fields if config is not None and hasattr(config, "fields") else {}
+        for field in fields:
+            assert f"| `{node.op.name}` | `{field}` |" in readme, f"{node.op.name}.{field}"

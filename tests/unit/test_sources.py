@@ -1,0 +1,170 @@
+import http.server
+import json
+import threading
+from functools import partial
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from assets.sources import SourceError, fetch, read_source
+from tests.conftest import write_tweeteval
+
+
+def read(uri, tmp_path: Path):
+    return read_source(str(uri), tmp_path / "cache", lambda message: None)
+
+
+def test_tweeteval_folder_keeps_splits_and_mapping(tweeteval_dir, tmp_path):
+    source = read(tweeteval_dir, tmp_path)
+    assert source.label_names == ["positive", "negative"]
+    assert source.frame.columns == ["text", "label", "label_name", "source_split"]
+    counts = dict(source.frame.group_by("source_split").len().iter_rows())
+    assert counts == {"train": 40, "validation": 12, "test": 12}
+    first = source.frame.row(1, named=True)
+    assert first["label"] == 1 and first["label_name"] == "negative"
+
+
+def test_blank_lines_are_rows_and_unicode_line_separators_stay_inside_a_text(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    (folder / "train_text.txt").write_text("a\u2028b\n\n" + "x\n" * 38)
+    source = read(folder, tmp_path)
+    train = source.frame.filter(pl.col("source_split") == "train")
+    assert train.height == 40
+    assert train["text"][0] == "a\u2028b" and train["text"][1] == ""
+
+
+def test_misaligned_label_file_names_both_files(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    lines = (folder / "train_labels.txt").read_text().splitlines()
+    (folder / "train_labels.txt").write_text("\n".join(lines[:-3]) + "\n")
+    with pytest.raises(
+        SourceError, match=r"train_text.txt has 40 lines but train_labels.txt has 37"
+    ):
+        read(folder, tmp_path)
+
+
+def test_label_not_in_mapping(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    (folder / "test_labels.txt").write_text("0\n7\n" + "1\n" * 10)
+    with pytest.raises(SourceError, match=r"test_labels.txt line 2: label 7 is not in mapping.txt"):
+        read(folder, tmp_path)
+
+
+def test_empty_file(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    (folder / "val_text.txt").write_text("")
+    with pytest.raises(SourceError, match=r"val_text.txt: empty file"):
+        read(folder, tmp_path)
+
+
+def test_bytes_that_are_not_utf8(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    (folder / "train_text.txt").write_bytes(b"fine\ncaf\xe9 latin-1\n" + b"x\n" * 38)
+    with pytest.raises(SourceError, match=r"train_text.txt: not UTF-8 text .* on line 2"):
+        read(folder, tmp_path)
+
+
+def test_missing_split_file(tmp_path):
+    folder = write_tweeteval(tmp_path / "d")
+    (folder / "test_labels.txt").unlink()
+    with pytest.raises(SourceError, match=r"missing split file\(s\) test_labels.txt"):
+        read(folder, tmp_path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(SourceError, match="no such file or folder"):
+        read(tmp_path / "nowhere", tmp_path)
+
+
+def test_csv_without_text_column(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("tweet,label\nhello,0\n")
+    with pytest.raises(SourceError, match=r"data.csv: no 'text' column \(found: tweet, label\)"):
+        read(path, tmp_path)
+
+
+def test_csv_with_label_names_and_no_split(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\n"hello, world",spam\nhi,ham\nbuy now,spam\n')
+    source = read(path, tmp_path)
+    assert source.label_names == ["ham", "spam"]
+    assert source.frame["label"].to_list() == [1, 0, 1]
+    assert source.frame["source_split"].null_count() == 3
+
+
+def test_jsonl_with_ids_and_split_column(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(
+        '{"text": "a", "label": 0, "split": "train"}\n{"text": "b", "label": 1, "split": "val"}\n'
+    )
+    source = read(path, tmp_path)
+    assert source.label_names == ["0", "1"]
+    assert source.frame["source_split"].to_list() == ["train", "validation"]
+
+
+def test_parquet_and_unknown_split_name(tmp_path):
+    path = tmp_path / "data.parquet"
+    pl.DataFrame(
+        {"text": ["a", "b"], "label": [0, 1], "split": ["train", "holdout"]}
+    ).write_parquet(path)
+    with pytest.raises(SourceError, match=r"unknown split name\(s\) \['holdout'\]"):
+        read(path, tmp_path)
+
+
+def test_unsupported_suffix_and_scheme(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(b"x")
+    with pytest.raises(SourceError, match="unsupported file type"):
+        read(path, tmp_path)
+    with pytest.raises(SourceError, match="unsupported URI scheme"):
+        read("ftp://example.org/x.csv", tmp_path)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    root = tmp_path / "served"
+    write_tweeteval(root / "hate")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", server
+    server.shutdown()
+
+
+def test_url_of_a_tweeteval_folder_is_downloaded_and_cached(http_folder, tmp_path):
+    root, base, server = http_folder
+    logs = []
+    source = read_source(f"{base}/hate", tmp_path / "cache", logs.append)
+    assert source.frame.height == 64
+    assert any("downloaded" in line for line in logs)
+    index = json.loads((tmp_path / "cache" / "downloads" / "index.json").read_text())
+    assert len(index) == 7  # val and test labels share a blob: the cache is by content
+    assert len(list((tmp_path / "cache" / "downloads" / "blobs").iterdir())) == 6
+    server.shutdown()
+    server.server_close()
+    offline = []
+    again = read_source(f"{base}/hate", tmp_path / "cache", offline.append)
+    assert again.frame.equals(source.frame)
+    assert any("using the cached copy" in line for line in offline)
+
+
+def test_url_of_a_csv_file(http_folder, tmp_path):
+    root, base, _ = http_folder
+    (root / "data.csv").write_text("text,label\nhello,0\nbye,1\n")
+    source = read_source(f"{base}/data.csv", tmp_path / "cache", lambda m: None)
+    assert source.frame["text"].to_list() == ["hello", "bye"]
+
+
+def test_url_folder_with_missing_file(http_folder, tmp_path):
+    root, base, _ = http_folder
+    (root / "hate" / "val_text.txt").unlink()
+    with pytest.raises(SourceError, match="missing split file"):
+        read_source(f"{base}/hate", tmp_path / "cache", lambda m: None)
+
+
+def test_unreachable_url_says_to_set_a_local_source(tmp_path):
+    with pytest.raises(SourceError, match="set TEXTOPS_SOURCE to a local copy"):
+        fetch("http://127.0.0.1:9/hate/mapping.txt", tmp_path / "cache", lambda m: None)
