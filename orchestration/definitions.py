@@ -4,12 +4,14 @@ import os
 
 import dagster as dg
 
+from assets.evaluate import evaluation_report
 from assets.raw import raw_texts
 from assets.splits import text_splits
+from assets.train import fine_tuned_model
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
-from orchestration.resources import LocalArtifactStore
+from orchestration.resources import LocalArtifactStore, WandbTracker
 
-ASSETS = [raw_texts, text_splits]
+ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report]
 ASSET_CHECKS = [raw_texts_checks, text_splits_checks]
 
 pipeline_job = dg.define_asset_job(
@@ -23,7 +25,7 @@ JOBS = [pipeline_job]
 def resources_for(environment: str) -> dict[str, object]:
     """Resources per deployment environment (TEXTOPS_ENV)."""
     by_environment = {
-        "local": {"store": LocalArtifactStore()},
+        "local": {"store": LocalArtifactStore(), "tracker": WandbTracker()},
     }
     if environment not in by_environment:
         raise ValueError(

@@ -49,6 +49,14 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     def local_dir(self, key: str) -> Path:
         """A local folder holding the files under `key` (a copy when the store is remote)."""
 
+    @abstractmethod
+    def working_dir(self, key: str) -> Path:
+        """A local folder under `key` that outlives a crashed run (training checkpoints)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key` and everything under it; a no-op when absent."""
+
     def write_parquet(self, key: str, frame: pl.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd")
@@ -145,7 +153,93 @@ class LocalArtifactStore(ArtifactStore):
             raise MissingArtifactError(f"artifact folder {path} does not exist")
         return path
 
+    def working_dir(self, key: str) -> Path:
+        path = self._path(key)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
 
 def cache_dir() -> Path:
     """Local cache for downloads and base models (never holds results)."""
     return Path(os.environ.get("TEXTOPS_CACHE", Path.home() / ".cache" / "textops")).expanduser()
+
+
+class ExperimentTracker(dg.ConfigurableResource, ABC):
+    """Experiment tracking for training runs and evaluation reports."""
+
+    @abstractmethod
+    def lightning_logger(self, name: str, config: dict[str, Any]) -> Any:
+        """A Lightning logger for one training run (or False for none)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Close the current tracking run, if any."""
+
+    @abstractmethod
+    def log_report(self, name: str, metrics: dict[str, float], images: dict[str, Path]) -> None:
+        """Record an evaluation report's numbers and plots as their own run."""
+
+
+class WandbTracker(ExperimentTracker):
+    """Weights & Biases: offline files by default (sync later with `wandb sync <dir>`), online
+    when WANDB_API_KEY is set; WANDB_MODE (e.g. `disabled`) overrides both."""
+
+    project: str = Field("textops", description="W&B project")
+    entity: str = Field("", description="W&B entity (team or user); empty: the key's default")
+    mode: str = Field("", description="online, offline or disabled; empty: from the environment")
+    dir: str = Field("", description="Folder for W&B files; empty: <TEXTOPS_HOME>/wandb")
+
+    def resolved_mode(self) -> str:
+        if self.mode:
+            return self.mode
+        if env_mode := os.environ.get("WANDB_MODE"):
+            return env_mode
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+    def _dir(self) -> str:
+        folder = Path(self.dir or Path(default_home()) / "wandb").expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+    def lightning_logger(self, name: str, config: dict[str, Any]) -> Any:
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=self.project,
+            entity=self.entity or None,
+            name=name,
+            save_dir=self._dir(),
+            mode=self.resolved_mode(),
+            job_type="train",
+        )
+        logger.log_hyperparams(config)
+        return logger
+
+    def finish(self) -> None:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+    def log_report(self, name: str, metrics: dict[str, float], images: dict[str, Path]) -> None:
+        import wandb
+
+        run = wandb.init(
+            project=self.project,
+            entity=self.entity or None,
+            name=name,
+            dir=self._dir(),
+            mode=self.resolved_mode(),
+            job_type="evaluation",
+            reinit="finish_previous",
+        )
+        run.summary.update(metrics)
+        run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+        run.finish()

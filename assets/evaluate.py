@@ -1,0 +1,193 @@
+"""`evaluation_report`: the fine-tuned model on the test split, with intervals and a baseline."""
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from assets import metrics
+from assets.baseline import tfidf_logistic_regression
+from assets.plots import confusion_matrix, markdown_image
+from assets.train import fine_tuned_model
+from assets.training.predict import load_classifier, predict_proba
+from orchestration.resources import ArtifactStore, ExperimentTracker
+
+
+class EvaluationConfig(dg.Config):
+    metric: str = Field("macro_f1", description="Official metric: macro_f1 or macro_recall")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for the CI")
+    bootstrap_seed: int = Field(0, description="Seed of the bootstrap")
+    batch_size: int = Field(64, ge=1, description="Inference batch size")
+    latency_samples: int = Field(64, ge=1, description="Texts timed one at a time for latency")
+
+
+def score_predictions(
+    y_true: np.ndarray, probabilities: np.ndarray, label_names: list[str], config: EvaluationConfig
+) -> dict[str, Any]:
+    """Every number of the report that depends only on labels and probabilities."""
+    k = len(label_names)
+    y_pred = probabilities.argmax(axis=1)
+    counts = metrics.confusion(y_true, y_pred, k)
+    classes = metrics.per_class(counts)
+    low, high = metrics.bootstrap_interval(
+        config.metric, y_true, y_pred, k, config.bootstrap_resamples, config.bootstrap_seed
+    )
+    return {
+        "metric": config.metric,
+        "value": metrics.score(config.metric, y_true, y_pred, k),
+        "ci95": [low, high],
+        "accuracy": float((y_true == y_pred).mean()),
+        "ece": metrics.expected_calibration_error(probabilities, y_true),
+        "per_class": {
+            name: {key: float(classes[key][i]) for key in classes}
+            for i, name in enumerate(label_names)
+        },
+        "confusion": counts.tolist(),
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    name = report["metric"].replace("_", " ")
+    model, base = report["model"], report["baseline"]
+    lines = [
+        f"**{name}: {model['value']:.4f}** (95 % CI {model['ci95'][0]:.4f}–{model['ci95'][1]:.4f}, "
+        f"{report['test_rows']} test texts) · baseline TF-IDF + LR {base['value']:.4f} "
+        f"(CI {base['ci95'][0]:.4f}–{base['ci95'][1]:.4f}) · transformer adds "
+        f"**{model['value'] - base['value']:+.4f}**",
+        "",
+        f"accuracy {model['accuracy']:.4f} · expected calibration error {model['ece']:.4f} · "
+        f"{report['speed']['samples_per_s']:.0f} texts/s batched · "
+        f"{report['speed']['latency_ms_p50']:.1f} ms p50 / "
+        f"{report['speed']['latency_ms_p95']:.1f} ms p95 one at a time",
+        "",
+        "| class | precision | recall | F1 | support | baseline F1 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, row in model["per_class"].items():
+        lines.append(
+            f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | "
+            f"{row['f1']:.4f} | {int(row['support'])} | "
+            f"{base['per_class'][label]['f1']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    deps=[fine_tuned_model],
+    group_name="model",
+    kinds={"pytorch", "scikitlearn"},
+    description="Test-split metrics of the fine-tuned model with bootstrap intervals, per-class "
+    "scores, calibration, speed, and a TF-IDF baseline on the same split.",
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    store: ArtifactStore,
+    tracker: ExperimentTracker,
+) -> dg.MaterializeResult:
+    model_manifest = store.latest("fine_tuned_model")
+    splits = store.latest("text_splits")
+    label_names = model_manifest["label_names"]
+    train = store.read_parquet(splits["paths"]["train"])
+    test = store.read_parquet(splits["paths"]["test"])
+    texts, y_true = test["text"].to_list(), test["label"].to_numpy()
+
+    model, tokenizer = load_classifier(store.local_dir(model_manifest["path"]))
+    max_length = model_manifest["max_length"]
+    context.log.info(f"predicting {len(texts)} test texts")
+    predictions = predict_proba(model, tokenizer, texts, max_length, config.batch_size)
+    latencies = []
+    for text in texts[: config.latency_samples]:
+        started = time.perf_counter()
+        predict_proba(model, tokenizer, [text], max_length, 1)
+        latencies.append((time.perf_counter() - started) * 1000)
+    context.log.info("scoring the TF-IDF baseline")
+    baseline_pred = tfidf_logistic_regression(
+        train["text"].to_list(), train["label"].to_list(), texts
+    )
+    baseline_probabilities = np.eye(len(label_names))[baseline_pred]
+
+    report = {
+        "metric": config.metric,
+        "test_rows": len(texts),
+        "label_names": label_names,
+        "model": score_predictions(y_true, predictions.probabilities, label_names, config),
+        "baseline": score_predictions(y_true, baseline_probabilities, label_names, config),
+        "speed": {
+            "samples_per_s": len(texts) / predictions.seconds,
+            "latency_ms_p50": float(np.percentile(latencies, 50)),
+            "latency_ms_p95": float(np.percentile(latencies, 95)),
+        },
+        "lineage": {
+            "fine_tuned_model": model_manifest["version"],
+            "text_splits": splits["version"],
+            "test_hash": splits["hashes"]["test"],
+        },
+        "dagster_run_id": context.run_id,
+    }
+    report["delta_vs_baseline"] = report["model"]["value"] - report["baseline"]["value"]
+    markdown = render_markdown(report)
+    matrix_png = confusion_matrix(np.array(report["model"]["confusion"]), label_names)
+    predictions_frame = test.with_columns(
+        predicted=pl.Series(predictions.labels, dtype=pl.Int64),
+        probabilities=pl.Series(predictions.probabilities.tolist(), dtype=pl.List(pl.Float32)),
+    )
+
+    version = f"{model_manifest['version']}-{splits['hashes']['test'][:8]}"
+    prefix = f"evaluation_report/{version}"
+    store.write_json(f"{prefix}/report.json", report)
+    store.write_bytes(f"{prefix}/report.md", (markdown + "\n").encode())
+    store.write_bytes(f"{prefix}/confusion_matrix.png", matrix_png)
+    store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
+    store.publish(
+        "evaluation_report",
+        {
+            "version": version,
+            "path": prefix,
+            "metric": config.metric,
+            "value": report["model"]["value"],
+        },
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        image = Path(scratch) / "confusion_matrix.png"
+        image.write_bytes(matrix_png)
+        tracker.log_report(f"evaluation_report-{version}", _flat(report), {"confusion": image})
+
+    model_scores = report["model"]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            config.metric: model_scores["value"],
+            f"{config.metric}_ci_low": model_scores["ci95"][0],
+            f"{config.metric}_ci_high": model_scores["ci95"][1],
+            "accuracy": model_scores["accuracy"],
+            "ece": model_scores["ece"],
+            f"baseline_{config.metric}": report["baseline"]["value"],
+            "delta_vs_baseline": report["delta_vs_baseline"],
+            "samples_per_s": report["speed"]["samples_per_s"],
+            "latency_ms_p50": report["speed"]["latency_ms_p50"],
+            "test_rows": len(texts),
+            "report": dg.MetadataValue.md(markdown),
+            "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
+            "path": dg.MetadataValue.path(store.uri(prefix)),
+        },
+    )
+
+
+def _flat(report: dict[str, Any]) -> dict[str, float]:
+    flat = {
+        f"test/{report['metric']}": report["model"]["value"],
+        "test/ci_low": report["model"]["ci95"][0],
+        "test/ci_high": report["model"]["ci95"][1],
+        "test/accuracy": report["model"]["accuracy"],
+        "test/ece": report["model"]["ece"],
+        f"baseline/{report['metric']}": report["baseline"]["value"],
+    }
+    for label, row in report["model"]["per_class"].items():
+        flat[f"test/f1/{label}"] = row["f1"]
+    return flat

@@ -1,0 +1,50 @@
+"""Fine-tuning hyperparameters and options, shared by the asset, the benchmark and sweeps."""
+
+import hashlib
+import json
+
+import dagster as dg
+from pydantic import Field
+
+from assets.base_model import DEFAULT_BASE_MODEL
+
+
+class FineTuneConfig(dg.Config):
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Local folder or Hugging Face id")
+    max_length: int = Field(128, ge=8, description="Longest input in tokens; longer is truncated")
+    batch_size: int = Field(32, ge=1, description="Training batch size")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on bias/norms)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps of linear warmup")
+    max_epochs: int = Field(4, ge=1, description="Most epochs to train")
+    max_steps: int = Field(-1, description="Most optimizer steps (-1 = no limit)")
+    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout")
+    class_weights: str = Field(
+        "balanced", description="'balanced' (inverse class frequency) or 'none'"
+    )
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Cross-entropy label smoothing")
+    early_stopping_patience: int = Field(
+        2, ge=0, description="Validations without macro-F1 gain before stopping (0 = off)"
+    )
+    val_checks_per_epoch: int = Field(1, ge=1, description="Validations per epoch")
+    checkpoint_every_n_steps: int = Field(
+        100, ge=1, description="Steps between resumable checkpoints"
+    )
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    devices: str = Field("auto", description="Lightning devices: auto, a count, or '0,1'")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ...")
+    precision: str = Field(
+        "auto",
+        description="'auto' (bf16-mixed on a GPU that supports it, else 32) or a "
+        "Lightning precision such as 32-true, bf16-mixed, 16-mixed",
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    limit_train_batches: float = Field(
+        1.0, gt=0, description="Share (<=1.0) or count (>1) of training batches per epoch"
+    )
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes the trained weights (not devices or workers)."""
+        excluded = {"num_workers", "devices", "accelerator", "strategy", "checkpoint_every_n_steps"}
+        settings = {k: v for k, v in self.model_dump().items() if k not in excluded}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
