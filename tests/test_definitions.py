@@ -11,7 +11,7 @@ import pytest
 from orchestration import definitions
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGN_ASSETS = {"raw_texts", "text_splits"}
+DESIGN_ASSETS = {"raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"}
 
 
 def test_every_asset_is_defined_and_in_the_pipeline_job():

@@ -1,0 +1,117 @@
+"""The graph through evaluation_report on ~200 rows, a few steps; resume after a crash."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from assets.evaluate import evaluation_report
+from assets.raw import raw_texts
+from assets.splits import text_splits
+from assets.train import fine_tuned_model
+from assets.training import fit
+from assets.training.predict import load_classifier, predict_proba
+from data_checks.asset_checks import raw_texts_checks, text_splits_checks
+from orchestration.resources import MissingArtifactError, WandbTracker
+from tests.conftest import write_tweeteval
+
+GRAPH = [
+    raw_texts,
+    text_splits,
+    fine_tuned_model,
+    evaluation_report,
+    raw_texts_checks,
+    text_splits_checks,
+]
+TRAIN = {"max_steps": 6, "batch_size": 16, "max_length": 32, "checkpoint_every_n_steps": 2}
+
+
+def run_graph(store, source, train=None, selection=None) -> dg.ExecuteInProcessResult:
+    ops = {
+        "raw_texts": {"config": {"source": str(source)}},
+        "fine_tuned_model": {"config": {**TRAIN, **(train or {})}},
+        "evaluation_report": {"config": {"latency_samples": 4}},
+    }
+    if selection:
+        ops = {name: op for name, op in ops.items() if name in selection}
+    return dg.materialize(
+        GRAPH,
+        selection=selection,
+        resources={"store": store, "tracker": WandbTracker(mode="disabled")},
+        run_config={"ops": ops},
+        raise_on_error=False,
+    )
+
+
+@pytest.fixture
+def small_folder(tmp_path):
+    return write_tweeteval(tmp_path / "small", sizes=(120, 40, 40))
+
+
+def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
+    result = run_graph(store, small_folder)
+    assert result.success
+    train_meta = result.asset_materializations_for_node("fine_tuned_model")[0].metadata
+    assert train_meta["global_step"].value == 6
+    assert train_meta["train_samples_per_s"].value > 0
+    assert "data:image/png;base64," in train_meta["curves"].value
+
+    manifest = store.latest("fine_tuned_model")
+    model_dir = store.local_dir(manifest["path"])
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training.json"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+    training = json.loads((model_dir / "training.json").read_text())
+    assert training["data_version"]["train"] == store.latest("text_splits")["hashes"]["train"]
+    assert training["config"]["max_steps"] == 6 and training["best_step"] > 0
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "positive", "1": "negative"}
+
+    report_dir = store.latest("evaluation_report")["path"]
+    predictions = store.read_parquet(f"{report_dir}/predictions.parquet")
+    model, tokenizer = load_classifier(model_dir)
+    again = predict_proba(model, tokenizer, predictions["text"].to_list(), max_length=32)
+    assert again.labels.tolist() == predictions["predicted"].to_list()
+    np.testing.assert_allclose(
+        again.probabilities, np.stack(predictions["probabilities"]), atol=1e-5
+    )
+
+    report = store.read_json(f"{report_dir}/report.json")
+    eval_meta = result.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert eval_meta["macro_f1"].value == report["model"]["value"]
+    low, high = report["model"]["ci95"]
+    assert low <= report["model"]["value"] <= high
+    assert report["test_rows"] == 40 and set(report["baseline"]) >= {"value", "ci95"}
+    assert "| positive |" in eval_meta["report"].value
+    assert store.exists(f"{report_dir}/confusion_matrix.png")
+
+
+def test_crash_leaves_no_model_and_the_rerun_resumes(store, small_folder, monkeypatch):
+    assert run_graph(store, small_folder, selection=["raw_texts", "text_splits"]).success
+    original = fit.ProgressLog.on_train_batch_end
+
+    def crash_at_step_3(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == 3:
+            raise RuntimeError("simulated crash at step 3")
+
+    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", crash_at_step_3)
+    crashed = run_graph(store, small_folder, selection=["fine_tuned_model"])
+    assert not crashed.success
+    with pytest.raises(MissingArtifactError):
+        store.latest("fine_tuned_model")  # nothing half-written is visible
+    assert not store.exists("fine_tuned_model")
+
+    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", original)
+    resumed = run_graph(store, small_folder, selection=["fine_tuned_model"])
+    assert resumed.success
+    meta = resumed.asset_materializations_for_node("fine_tuned_model")[0].metadata
+    assert meta["resumed_from_step"].value == 2  # the last checkpoint before the crash
+    assert meta["global_step"].value == 6
+
+    other_config = run_graph(
+        store, small_folder, train={"learning_rate": 1e-4}, selection=["fine_tuned_model"]
+    )
+    meta = other_config.asset_materializations_for_node("fine_tuned_model")[0].metadata
+    assert meta["resumed_from_step"].value == 0  # another config never resumes this one

@@ -1,0 +1,49 @@
+import pytest
+
+from assets.training.config import FineTuneConfig
+from assets.training.fit import (
+    _devices,
+    _limit_train_batches,
+    balanced_class_weights,
+    resolve_precision,
+)
+
+
+def test_precision_auto_is_fp32_without_a_gpu(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "32-true"
+    assert resolve_precision("16-mixed", "auto") == "16-mixed"
+
+
+def test_precision_auto_is_bf16_on_a_gpu_that_supports_it(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", "auto") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "gpu") == "32-true"
+
+
+def test_balanced_class_weights_make_classes_weigh_the_same():
+    weights = balanced_class_weights([0, 0, 0, 1], 2)
+    assert weights == pytest.approx([4 / 6, 4 / 2])
+    assert weights[0] * 3 == pytest.approx(weights[1] * 1)
+
+
+def test_fingerprint_ignores_placement_but_not_hyperparameters():
+    base = FineTuneConfig()
+    assert FineTuneConfig(devices="2", num_workers=4).fingerprint() == base.fingerprint()
+    assert FineTuneConfig(learning_rate=1e-4).fingerprint() != base.fingerprint()
+
+
+def test_max_steps_shorter_than_an_epoch_shortens_the_epoch():
+    assert _limit_train_batches(FineTuneConfig(max_steps=7)) == 7
+    assert _limit_train_batches(FineTuneConfig()) == 1.0
+    assert _limit_train_batches(FineTuneConfig(limit_train_batches=20, max_steps=7)) == 20
+    assert _limit_train_batches(FineTuneConfig(limit_train_batches=0.5)) == 0.5
+
+
+def test_devices_parsing():
+    assert _devices("auto") == "auto"
+    assert _devices("2") == 2
+    assert _devices("0,1") == [0, 1]

@@ -1,0 +1,45 @@
+import torch
+
+from assets.training.data import LengthGroupedBatchSampler, collate, length_sorted_batches
+
+
+def test_collate_pads_to_the_longest_in_the_batch_only():
+    batch = collate([([101, 7, 102], 0), ([101, 102], 1)], pad_id=0)
+    assert batch["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [0, 1]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_length_grouped_batches_cover_every_index_once_and_group_lengths():
+    lengths = [(i * 37) % 120 + 1 for i in range(1000)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=10, seed=3, group_batches=20)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 100
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    grouped_padding = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = torch.randperm(1000, generator=generator).tolist()
+    random_batches = [shuffled[i : i + 10] for i in range(0, 1000, 10)]
+    random_padding = sum(len(b) * max(lengths[i] for i in b) for b in random_batches)
+    assert grouped_padding < 0.7 * random_padding
+
+
+def test_length_grouped_order_is_random_per_epoch_and_reproducible():
+    lengths = list(range(1, 201))
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert first != second
+    again = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1)
+    again.set_epoch(0)
+    assert list(again) == first
+    # batch order is shuffled, not longest-first
+    maxima = [max(lengths[i] for i in b) for b in first]
+    assert maxima != sorted(maxima, reverse=True)
+
+
+def test_length_sorted_batches_for_inference():
+    assert length_sorted_batches([3, 9, 1, 5], 2) == [[1, 3], [0, 2]]
