@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,46 @@ class WandbTracker(ExperimentTracker):
         run.summary.update(metrics)
         run.log({key: wandb.Image(str(path)) for key, path in images.items()})
         run.finish()
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    tag: str
+    path: Path
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+
+
+class ModelRegistry(dg.ConfigurableResource, ABC):
+    """Where approved models go, and where the service finds the one to serve."""
+
+    @abstractmethod
+    def champion(self) -> RegisteredModel | None:
+        """The newest approved model, or None."""
+
+    @abstractmethod
+    def register(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+        """Save a model folder with lineage labels; returns its tag."""
+
+
+class BentoModelStore(ModelRegistry):
+    """The BentoML model store under $BENTOML_HOME (default ~/bentoml)."""
+
+    model_name: str = Field("textops-classifier", description="BentoML model name")
+
+    def champion(self) -> RegisteredModel | None:
+        from bento.registry import latest_approved
+
+        model = latest_approved(self.model_name)
+        if model is None:
+            return None
+        return RegisteredModel(
+            str(model.tag), Path(model.path), dict(model.info.labels), dict(model.info.metadata)
+        )
+
+    def register(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+        import bentoml
+
+        with bentoml.models.create(self.model_name, labels=labels, metadata=metadata) as model:
+            shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
+        return str(model.tag)

@@ -11,6 +11,8 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bento.inference import sorted_batches
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -98,12 +100,6 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             yield batches[position]
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Deterministic batches of similar length for inference; callers restore the order."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 class SplitsDataModule(L.LightningDataModule):
     """The `text_splits` parquet files, tokenized once in `setup`; downloads nothing."""
 
@@ -154,4 +150,4 @@ class SplitsDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         lengths = [len(ids) for ids in self.encoded["validation"].input_ids]
-        return self._loader("validation", length_sorted_batches(lengths, self.eval_batch_size))
+        return self._loader("validation", sorted_batches(lengths, self.eval_batch_size))

@@ -1,6 +1,7 @@
 import torch
 
-from assets.training.data import LengthGroupedBatchSampler, collate, length_sorted_batches
+from assets.training.data import LengthGroupedBatchSampler, collate
+from bento.inference import sorted_batches
 
 
 def test_collate_pads_to_the_longest_in_the_batch_only():
@@ -42,4 +43,4 @@ def test_length_grouped_order_is_random_per_epoch_and_reproducible():
 
 
 def test_length_sorted_batches_for_inference():
-    assert length_sorted_batches([3, 9, 1, 5], 2) == [[1, 3], [0, 2]]
+    assert sorted_batches([3, 9, 1, 5], 2) == [[1, 3], [0, 2]]

@@ -1,0 +1,135 @@
+"""The approval rule: a challenger replaces the champion only when it is at least as good on the
+same frozen test split, loses no class, and beats the cheap baseline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's scores on one test split."""
+
+    metric: str
+    value: float
+    ci95: tuple[float, float]
+    per_class_f1: dict[str, float]
+    test_hash: str
+    baseline: float | None = None  # the TF-IDF baseline on the same split
+
+
+@dataclass(frozen=True)
+class GateRules:
+    margin: float = 0.0  # challenger must reach champion + margin
+    max_class_f1_drop: float = 0.05  # largest F1 loss allowed on any class
+    absolute_floor: float = 0.0  # with no champion, the metric must reach this
+
+
+@dataclass
+class Comparison:
+    rule: str
+    challenger: float
+    reference: float
+    passed: bool
+
+
+@dataclass
+class Decision:
+    approved: bool
+    forced: bool
+    summary: str
+    reasons: list[str] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    challenger: Scores,
+    champion: Scores | None,
+    rules: GateRules,
+    force_reason: str | None = None,
+) -> Decision:
+    name = challenger.metric.replace("_", " ").replace("macro f1", "macro F1")
+    comparisons: list[Comparison] = []
+    if champion is not None:
+        if champion.test_hash != challenger.test_hash or champion.metric != challenger.metric:
+            raise ValueError(
+                "champion and challenger must be scored with the same metric on the same test split"
+            )
+        comparisons.append(
+            Comparison(
+                f"{name} >= champion + {rules.margin:g}",
+                challenger.value,
+                champion.value + rules.margin,
+                challenger.value >= champion.value + rules.margin,
+            )
+        )
+        for label, f1 in challenger.per_class_f1.items():
+            before = champion.per_class_f1.get(label, 0.0)
+            comparisons.append(
+                Comparison(
+                    f"F1 of '{label}' drops by at most {rules.max_class_f1_drop:g}",
+                    f1,
+                    before - rules.max_class_f1_drop,
+                    f1 >= before - rules.max_class_f1_drop,
+                )
+            )
+    else:
+        comparisons.append(
+            Comparison(
+                f"{name} >= floor (no champion)",
+                challenger.value,
+                rules.absolute_floor,
+                challenger.value >= rules.absolute_floor,
+            )
+        )
+    if challenger.baseline is not None:
+        comparisons.append(
+            Comparison(
+                f"{name} > TF-IDF baseline",
+                challenger.value,
+                challenger.baseline,
+                challenger.value > challenger.baseline,
+            )
+        )
+    failed = [c for c in comparisons if not c.passed]
+    reasons = [f"failed: {c.rule} ({c.challenger:.4f} vs {c.reference:.4f})" for c in failed]
+    approved = not failed
+    forced = False
+    if failed and force_reason:
+        approved, forced = True, True
+        reasons.append(f"forced: {force_reason}")
+    return Decision(
+        approved,
+        forced,
+        _sentence(name, approved, forced, challenger, champion, failed),
+        reasons,
+        comparisons,
+    )
+
+
+def _sentence(
+    name: str,
+    approved: bool,
+    forced: bool,
+    challenger: Scores,
+    champion: Scores | None,
+    failed: list[Comparison],
+) -> str:
+    verdict = "approved (forced)" if forced else "approved" if approved else "rejected"
+    low, high = challenger.ci95
+    interval = f"[CI {low:.2f}–{high:.2f}]"
+    if champion is None:
+        text = f"{verdict}: {name} {challenger.value:.2f} {interval}, no champion yet"
+    else:
+        delta = challenger.value - champion.value
+        text = (
+            f"{verdict}: {name} {challenger.value:.2f} vs champion {champion.value:.2f}, "
+            f"{delta:+.2f} {interval}"
+        )
+    if failed:
+        text += "; failed " + ", ".join(c.rule for c in failed)
+    return text

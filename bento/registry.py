@@ -1,0 +1,44 @@
+"""Which model the service serves: the newest model labelled approved in the BentoML store.
+
+Shared by the pipeline (to find the champion) and the service; depends on bentoml only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bentoml
+
+MODEL_NAME = "textops-classifier"
+PINNED_TAG_ENV = "TEXTOPS_MODEL_TAG"
+
+
+class NoApprovedModelError(LookupError):
+    """The BentoML store holds no approved textops model."""
+
+
+def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
+    """Approved models, newest first (by creation time, never by the `latest` alias)."""
+    models = [m for m in bentoml.models.list(name) if m.info.labels.get("approved") == "true"]
+    return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
+
+
+def latest_approved(name: str = MODEL_NAME) -> bentoml.Model | None:
+    models = approved_models(name)
+    return models[0] if models else None
+
+
+def serving_tag(name: str = MODEL_NAME) -> str:
+    """$TEXTOPS_MODEL_TAG when set, else the newest approved model's tag."""
+    if pinned := os.environ.get(PINNED_TAG_ENV):
+        return pinned
+    model = latest_approved(name)
+    if model is None:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        raise NoApprovedModelError(
+            f"no approved '{name}' model in the BentoML store "
+            f"({BentoMLContainer.bentoml_home.get()}): run the pipeline until approved_model "
+            f"approves one (see README), or set {PINNED_TAG_ENV} to a model tag"
+        )
+    return str(model.tag)
