@@ -22,6 +22,9 @@ class ApprovalConfig(dg.Config):
     absolute_floor: float = Field(
         0.4, description="With no champion yet, the official metric must reach this"
     )
+    must_beat_baseline: bool = Field(
+        True, description="Require the official metric to exceed the TF-IDF baseline's"
+    )
     force: bool = Field(False, description="Approve whatever the comparison says")
     force_reason: str = Field("", description="Why force was used (required with force)")
 
@@ -136,7 +139,12 @@ def approved_model(
     decision = decide(
         challenger,
         reference,
-        GateRules(config.margin, config.max_class_f1_drop, config.absolute_floor),
+        GateRules(
+            config.margin,
+            config.max_class_f1_drop,
+            config.absolute_floor,
+            config.must_beat_baseline,
+        ),
         config.force_reason.strip() if config.force else None,
     )
     context.log.info(decision.summary)

@@ -24,6 +24,7 @@ class GateRules:
     margin: float = 0.0  # challenger must reach champion + margin
     max_class_f1_drop: float = 0.05  # largest F1 loss allowed on any class
     absolute_floor: float = 0.0  # with no champion, the metric must reach this
+    must_beat_baseline: bool = True  # the metric must exceed the TF-IDF baseline's
 
 
 @dataclass
@@ -86,7 +87,7 @@ def decide(
                 challenger.value >= rules.absolute_floor,
             )
         )
-    if challenger.baseline is not None:
+    if rules.must_beat_baseline and challenger.baseline is not None:
         comparisons.append(
             Comparison(
                 f"{name} > TF-IDF baseline",

@@ -19,7 +19,11 @@ class NoApprovedModelError(LookupError):
 
 def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
     """Approved models, newest first (by creation time, never by the `latest` alias)."""
-    models = [m for m in bentoml.models.list(name) if m.info.labels.get("approved") == "true"]
+    try:
+        stored = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:
+        return []
+    models = [m for m in stored if m.info.labels.get("approved") == "true"]
     return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
 
 

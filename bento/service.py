@@ -72,9 +72,9 @@ class TextClassifier:
         stored = self.model_ref
         self.tag = str(stored.tag)
         self.info = stored.info
-        self.model = AutoModelForSequenceClassification.from_pretrained(stored.path).eval()
+        self.classifier = AutoModelForSequenceClassification.from_pretrained(stored.path).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(stored.path)
-        config = self.model.config
+        config = self.classifier.config
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]
         self.max_length = int(self.info.metadata.get("max_length", 128))
         self.micro_batch = _env_int("TEXTOPS_MICRO_BATCH", 32)
@@ -87,7 +87,7 @@ class TextClassifier:
     def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given."""
         probabilities = predict_proba(
-            self.model, self.tokenizer, texts, self.max_length, self.micro_batch
+            self.classifier, self.tokenizer, texts, self.max_length, self.micro_batch
         )
         results = []
         for row in probabilities:

@@ -4,14 +4,15 @@ import os
 
 import dagster as dg
 
+from assets.approve import approved_model
 from assets.evaluate import evaluation_report
 from assets.raw import raw_texts
 from assets.splits import text_splits
 from assets.train import fine_tuned_model
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
-from orchestration.resources import LocalArtifactStore, WandbTracker
+from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
 
-ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report]
+ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report, approved_model]
 ASSET_CHECKS = [raw_texts_checks, text_splits_checks]
 
 pipeline_job = dg.define_asset_job(
@@ -25,7 +26,11 @@ JOBS = [pipeline_job]
 def resources_for(environment: str) -> dict[str, object]:
     """Resources per deployment environment (TEXTOPS_ENV)."""
     by_environment = {
-        "local": {"store": LocalArtifactStore(), "tracker": WandbTracker()},
+        "local": {
+            "store": LocalArtifactStore(),
+            "tracker": WandbTracker(),
+            "registry": BentoModelStore(),
+        },
     }
     if environment not in by_environment:
         raise ValueError(

@@ -1,6 +1,7 @@
 """Shared fixtures: offline settings, small real-format data, a store in tmp_path."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# One BentoML store per test session, set before bentoml is imported anywhere.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="textops-bentoml-")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval"
 
@@ -63,3 +67,61 @@ def shared_tweeteval() -> Path:
     if not (SHARED_DATA / "hate" / "train_text.txt").is_file():
         pytest.skip(f"real TweetEval data not found at {SHARED_DATA} (../shared is absent)")
     return SHARED_DATA
+
+
+GRAPH_TRAIN = {
+    "max_steps": 40,
+    "batch_size": 16,
+    "max_length": 32,
+    "learning_rate": 1e-4,
+    "checkpoint_every_n_steps": 20,
+    "warmup_ratio": 0.05,
+}
+
+
+def graph_run_config(source: Path, selected: set[str] | None = None, **ops) -> dict:
+    """Run config of the graph on tiny data: few steps, no floor for approval."""
+    config = {
+        "raw_texts": {"config": {"source": str(source)}},
+        "fine_tuned_model": {"config": GRAPH_TRAIN},
+        "evaluation_report": {"config": {"latency_samples": 4}},
+        # tiny separable data: the TF-IDF baseline is perfect too, so it cannot be beaten
+        "approved_model": {"config": {"absolute_floor": 0.0, "must_beat_baseline": False}},
+    }
+    for name, op_config in ops.items():
+        config[name] = {"config": {**config.get(name, {}).get("config", {}), **op_config}}
+    if selected is not None:
+        config = {name: value for name, value in config.items() if name in selected}
+    return {"ops": config}
+
+
+@pytest.fixture(scope="session")
+def approved_graph(tmp_path_factory):
+    """The graph through approved_model on tiny separable data, once per session: a real
+    model that learned positive vs negative words, registered in the session's BentoML store."""
+    import dagster as dg
+
+    from orchestration import definitions
+    from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
+
+    root = tmp_path_factory.mktemp("graph")
+    source = write_tweeteval(root / "data", sizes=(160, 40, 40))
+    store = LocalArtifactStore(root=str(root / "store"))
+    result = dg.materialize(
+        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
+        selection=[
+            "raw_texts",
+            "text_splits",
+            "fine_tuned_model",
+            "evaluation_report",
+            "approved_model",
+        ],
+        resources={
+            "store": store,
+            "tracker": WandbTracker(mode="disabled"),
+            "registry": BentoModelStore(),
+        },
+        run_config=graph_run_config(source),
+    )
+    decision = store.read_json(store.latest("approved_model")["path"])
+    return {"store": store, "source": source, "result": result, "tag": decision["served_tag"]}

@@ -11,7 +11,13 @@ import pytest
 from orchestration import definitions
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGN_ASSETS = {"raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"}
+DESIGN_ASSETS = {
+    "raw_texts",
+    "text_splits",
+    "fine_tuned_model",
+    "evaluation_report",
+    "approved_model",
+}
 
 
 def test_every_asset_is_defined_and_in_the_pipeline_job():

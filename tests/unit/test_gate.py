@@ -46,6 +46,7 @@ def test_no_champion_applies_the_floor_and_the_baseline():
     under_baseline = decide(scores(0.45, baseline=0.46), None, GateRules())
     assert not under_baseline.approved
     assert "TF-IDF baseline" in under_baseline.reasons[0]
+    assert decide(scores(0.45, baseline=0.46), None, GateRules(must_beat_baseline=False)).approved
 
 
 def test_force_overrides_and_is_recorded():

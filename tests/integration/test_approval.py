@@ -1,0 +1,99 @@
+"""approved_model against a real champion in the BentoML store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from bento.registry import approved_models
+from orchestration import definitions
+from orchestration.resources import BentoModelStore, WandbTracker
+from tests.conftest import graph_run_config
+
+
+def approve(store, source, **approval) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
+        selection=["approved_model"],
+        resources={
+            "store": store,
+            "tracker": WandbTracker(mode="disabled"),
+            "registry": BentoModelStore(),
+        },
+        run_config=graph_run_config(source, {"approved_model"}, approved_model=approval),
+        raise_on_error=False,
+    )
+
+
+def test_first_model_is_approved_with_lineage_labels(approved_graph):
+    assert approved_graph["result"].success
+    tag = approved_graph["tag"]
+    model = next(m for m in approved_models() if str(m.tag) == tag)
+    labels = model.info.labels
+    splits = approved_graph["store"].latest("text_splits")
+    assert labels["approved"] == "true"
+    assert labels["data_version"] == splits["version"]
+    assert labels["raw_data_version"] == splits["raw_texts_version"]
+    assert labels["dagster_run_id"] == approved_graph["result"].run_id
+    assert labels["metric"].startswith("macro_f1=")
+    assert model.info.metadata["label_names"] == ["positive", "negative"]
+    assert (Path(model.path) / "model.safetensors").is_file()
+    assert (Path(model.path) / "decision.json").is_file()
+    meta = approved_graph["result"].asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["approved"].value is True
+    assert "no champion yet" in meta["summary"].value
+
+
+def test_bentoml_models_list_shows_the_labels(approved_graph):
+    listing = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "models",
+            "list",
+            "textops-classifier",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert approved_graph["tag"] in listing.stdout
+
+
+def test_rejected_challenger_leaves_the_champion_served(approved_graph):
+    store, source = approved_graph["store"], approved_graph["source"]
+    before = [str(m.tag) for m in approved_models()]
+    result = approve(store, source, margin=1.0)  # nothing can beat the champion by 1.0
+    assert result.success
+    meta = result.asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["approved"].value is False
+    assert meta["summary"].value.startswith("rejected: macro F1")
+    assert "champion" in meta["decision"].value
+    assert [str(m.tag) for m in approved_models()] == before
+    assert meta["served_tag"].value == before[0]
+
+
+def test_force_needs_a_reason_and_is_recorded(approved_graph):
+    store, source = approved_graph["store"], approved_graph["source"]
+    refused = approve(store, source, margin=1.0, force=True)
+    assert not refused.success
+    forced = approve(store, source, margin=1.0, force=True, force_reason="rollback drill")
+    meta = forced.asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["approved"].value is True and meta["forced"].value is True
+    newest = approved_models()[0]
+    assert newest.info.labels["forced"] == "true"
+    assert str(newest.tag) == meta["served_tag"].value
+    decision = store.read_json(store.latest("approved_model")["path"])
+    assert decision["reasons"][-1] == "forced: rollback drill"
+
+
+@pytest.mark.parametrize("floor", [0.99])
+def test_floor_applies_without_a_champion(approved_graph, floor, monkeypatch):
+    monkeypatch.setattr(BentoModelStore, "champion", lambda self: None)
+    result = approve(approved_graph["store"], approved_graph["source"], absolute_floor=floor)
+    meta = result.asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["approved"].value is (meta["challenger_macro_f1"].value >= floor)

@@ -1,0 +1,153 @@
+"""The BentoML service in-process (ASGI) and as a real `bentoml serve` subprocess."""
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[2]
+CLEAR = [
+    "@user tweet 901: such a wonderful day, happy too",
+    "@user tweet 902: such a horrible day, cruel too",
+    "@user tweet 903: such a brilliant day, love too",
+]
+EXPECTED = ["positive", "negative", "positive"]
+BAD_REQUESTS = {
+    "empty list": {"texts": []},
+    "empty text": {"texts": ["   "]},
+    "oversize text": {"texts": ["x" * 2001]},
+    "too many items": {"texts": ["hi"] * 257},
+    "wrong type": {"texts": [42]},
+    "missing field": {"text": ["hi"]},
+}
+
+
+@pytest.fixture(scope="module")
+def client(approved_graph):
+    os.environ["TEXTOPS_MODEL_TAG"] = approved_graph["tag"]
+    try:
+        service = importlib.import_module("bento.service")
+        with TestClient(service.TextClassifier.to_asgi()) as test_client:
+            yield test_client
+    finally:
+        os.environ.pop("TEXTOPS_MODEL_TAG", None)
+
+
+def test_classify_returns_labels_scores_and_probabilities_in_order(client):
+    response = client.post("/classify", json={"texts": CLEAR})
+    assert response.status_code == 200, response.text
+    results = response.json()
+    assert [r["label"] for r in results] == EXPECTED
+    for result in results:
+        assert set(result["probabilities"]) == {"positive", "negative"}
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["score"] == max(result["probabilities"].values())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_get_a_400_with_a_message(client, case):
+    response = client.post("/classify", json=BAD_REQUESTS[case])
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_malformed_json(client):
+    response = client.post(
+        "/classify", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "JSON" in response.text
+
+
+def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):
+    card = client.post("/model", json={}).json()
+    assert card["tag"] == approved_graph["tag"]
+    assert card["labels"]["approved"] == "true"
+    assert (
+        card["labels"]["data_version"] == approved_graph["store"].latest("text_splits")["version"]
+    )
+    assert "macro_f1" in card["metrics"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(approved_graph):
+    port = free_port()
+    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"], "TEXTOPS_MAX_LATENCY_MS": "50"}
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "bento.service:TextClassifier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(process.stdout.read().decode()[-3000:])
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            raise TimeoutError("bentoml serve did not become ready in 180 s")
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_served_over_http(served):
+    response = httpx.post(f"{served}/classify", json={"texts": CLEAR}, timeout=30)
+    assert response.status_code == 200
+    assert [r["label"] for r in response.json()] == EXPECTED
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{served}{path}", timeout=10).status_code == 200, path
+    assert "bentoml_service_request" in httpx.get(f"{served}/metrics", timeout=10).text
+
+
+def test_served_rejects_bad_requests_and_stays_up(served):
+    for case, body in BAD_REQUESTS.items():
+        response = httpx.post(f"{served}/classify", json=body, timeout=30)
+        assert response.status_code == 400, case
+    garbage = httpx.post(
+        f"{served}/classify", content=b"{", timeout=30, headers={"content-type": "application/json"}
+    )
+    assert garbage.status_code == 400
+    assert (
+        httpx.post(f"{served}/classify", json={"texts": CLEAR[:1]}, timeout=30).status_code == 200
+    )
+
+
+def test_served_model_endpoint(served, approved_graph):
+    card = httpx.post(f"{served}/model", json={}, timeout=30).json()
+    assert card["tag"] == approved_graph["tag"]
