@@ -6,13 +6,14 @@ import dagster as dg
 
 from assets.approve import approved_model
 from assets.evaluate import evaluation_report
+from assets.package import bento
 from assets.raw import raw_texts
 from assets.splits import text_splits
 from assets.train import fine_tuned_model
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
 from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
 
-ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report, approved_model]
+ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report, approved_model, bento]
 ASSET_CHECKS = [raw_texts_checks, text_splits_checks]
 
 pipeline_job = dg.define_asset_job(

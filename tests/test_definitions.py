@@ -17,6 +17,7 @@ DESIGN_ASSETS = {
     "fine_tuned_model",
     "evaluation_report",
     "approved_model",
+    "bento",
 }
 
 

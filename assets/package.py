@@ -1,0 +1,128 @@
+"""`bento`: `bentoml build` of bento/ for the approved model, labelled with its lineage."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from pydantic import Field
+
+from assets.approve import approved_model
+from orchestration.resources import ArtifactStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BentoConfig(dg.Config):
+    bentofile: str = Field(
+        "bento/bentofile.yaml",
+        description="Build file relative to the repository root (bento/bentofile.gpu.yaml for "
+        "a CUDA image)",
+    )
+    torch_wheel: str = Field(
+        "",
+        description="A local torch wheel to put in the bento instead of torch from an "
+        "index (e.g. a CPU build on a machine without the PyTorch index); empty: as the "
+        "build file says",
+    )
+
+
+def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
+    """A copy of `bentofile` that installs torch from `wheel` and from no extra index."""
+    wheel_path = Path(wheel).expanduser().resolve()
+    if not wheel_path.is_file() or wheel_path.suffix != ".whl":
+        raise ValueError(f"torch_wheel {wheel!r} is not a wheel file")
+    spec = yaml.safe_load(bentofile.read_text())
+    python = spec.setdefault("python", {})
+    python["packages"] = [
+        p for p in python.get("packages", []) if not p.replace(" ", "").startswith("torch")
+    ]
+    python.pop("pip_args", None)
+    python["wheels"] = [str(wheel_path)]
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def _bentoml(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> str:
+    command = [str(Path(sys.executable).parent / "bentoml"), *args]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"`bentoml {' '.join(args)}` failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dg.asset(
+    deps=[approved_model],
+    group_name="serving",
+    kinds={"bentoml", "docker"},
+    description="A bento of the service in bento/ serving the approved model; containerize it "
+    "with `bentoml containerize <tag>` or scripts/containerize.sh.",
+)
+def bento(
+    context: dg.AssetExecutionContext, config: BentoConfig, store: ArtifactStore
+) -> dg.MaterializeResult:
+    decision = store.latest("approved_model")
+    model_tag = decision["served_tag"]
+    if not model_tag:
+        raise ValueError(
+            "no approved model to package: approved_model has rejected every "
+            "model so far (see its decision)"
+        )
+    record = store.read_json(decision["path"])
+    challenger = record["lineage"]["challenger"]
+    labels = {"model_tag": model_tag, "dagster_run_id": context.run_id}
+    if decision["approved"]:
+        labels |= {
+            "data_version": challenger["text_splits"],
+            "raw_data_version": challenger["raw_texts"],
+        }
+    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    context.log.info(f"bentoml build of {config.bentofile} for {model_tag}")
+    with tempfile.TemporaryDirectory() as scratch:
+        bentofile = ROOT / config.bentofile
+        if config.torch_wheel:
+            bentofile = with_torch_wheel(
+                bentofile, config.torch_wheel, Path(scratch) / "bentofile.yaml"
+            )
+        output = _bentoml(
+            "build",
+            "-f",
+            str(bentofile),
+            str(ROOT),
+            "--output",
+            "tag",
+            *label_args,
+            env={"TEXTOPS_MODEL_TAG": model_tag},
+        )
+    tag = output.strip().splitlines()[-1].removeprefix("__tag__:")
+    path = Path(_bentoml("get", tag, "-o", "path").strip())
+    dockerfile = path / "env" / "docker" / "Dockerfile"
+    # BentoML keeps the model in its model store and copies it in on export / containerize.
+    model_path = Path(_bentoml("models", "get", model_tag, "-o", "path").strip())
+    size = folder_size(path) + folder_size(model_path)
+    context.log.info(f"built {tag} ({size / 1e6:.1f} MB with the model)")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(tag),
+        metadata={
+            "bento_tag": dg.MetadataValue.text(tag),
+            "model_tag": dg.MetadataValue.text(model_tag),
+            "size_mb_with_model": size / 1e6,
+            "dockerfile": dg.MetadataValue.path(str(dockerfile)),
+            "bento_path": dg.MetadataValue.path(str(path)),
+            "containerize": dg.MetadataValue.text(f"scripts/containerize.sh {tag}"),
+        },
+    )
