@@ -1,6 +1,7 @@
 """`bento`: `bentoml build` of bento/ for the approved model, labelled with its lineage."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,16 +33,25 @@ class BentoConfig(dg.Config):
 
 def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
     """A copy of `bentofile` that installs torch from `wheel` and from no extra index."""
-    wheel_path = Path(wheel).expanduser().resolve()
-    if not wheel_path.is_file() or wheel_path.suffix != ".whl":
+    source = Path(wheel).expanduser().resolve()
+    if not source.is_file() or source.suffix != ".whl":
         raise ValueError(f"torch_wheel {wheel!r} is not a wheel file")
+    # bentoml takes wheels by a path inside the build context only
+    wheel_path = ROOT / "build" / "wheels" / source.name
+    if not wheel_path.is_file():
+        wheel_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, wheel_path)
     spec = yaml.safe_load(bentofile.read_text())
     python = spec.setdefault("python", {})
-    python["packages"] = [
-        p for p in python.get("packages", []) if not p.replace(" ", "").startswith("torch")
+    # requirements.txt names the wheel as env/python/wheels/ holds it for the image's install
+    kept = [
+        p
+        for p in python.get("packages", [])
+        if not p.replace(" ", "").startswith(("torch", "--extra-index-url"))
     ]
+    python["packages"] = [f"./wheels/{source.name}", *kept]
     python.pop("pip_args", None)
-    python["wheels"] = [str(wheel_path)]
+    python["wheels"] = [str(wheel_path.relative_to(ROOT))]
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
 

@@ -1,0 +1,60 @@
+"""The bento's container image built with buildah and answering `classify` under podman."""
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration import definitions
+from orchestration.resources import BentoModelStore, WandbTracker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cpu_torch_wheel() -> str | None:
+    """A local CPU torch wheel: the PyTorch CPU index is unreachable from this network."""
+    found = os.environ.get("TEXTOPS_TORCH_WHEEL") or next(
+        iter(sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))), None
+    )
+    return found
+
+
+@pytest.mark.slow
+def test_containerized_bento_answers_classify(approved_graph):
+    if os.geteuid() != 0:
+        pytest.skip("buildah with chroot isolation and podman need root here")
+    wheel = cpu_torch_wheel()
+    if wheel is None:
+        pytest.skip("no local CPU torch wheel (set TEXTOPS_TORCH_WHEEL)")
+    result = dg.materialize(
+        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
+        selection=["bento"],
+        resources={
+            "store": approved_graph["store"],
+            "tracker": WandbTracker(mode="disabled"),
+            "registry": BentoModelStore(),
+        },
+        run_config={"ops": {"bento": {"config": {"torch_wheel": wheel}}}},
+    )
+    tag = result.asset_materializations_for_node("bento")[0].metadata["bento_tag"].value
+    env = {
+        **os.environ,
+        "BENTOML": str(Path(sys.executable).parent / "bentoml"),
+        "PORT": "3997",
+        "TEXTOPS_MODEL_TAG": "",
+    }
+    run = subprocess.run(
+        ["bash", "scripts/containerize.sh", tag, "textops-test:latest"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    answer = run.stdout.strip().splitlines()[-1]
+    assert '"label"' in answer and '"probabilities"' in answer
