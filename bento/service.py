@@ -36,6 +36,18 @@ Texts = Annotated[
 ]
 
 
+def _docs_redirect():
+    """`/docs` opens BentoML's OpenAPI page, which it serves at `/` (spec at `/docs.json`)."""
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    async def docs(request):
+        return RedirectResponse(url="/")
+
+    return Starlette(routes=[Route("/", docs)])
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     if not value:
@@ -58,6 +70,7 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(description="The approving evaluation's numbers")
 
 
+@bentoml.asgi_app(_docs_redirect(), path="/docs")
 @bentoml.service(
     name="textops",
     workers=1,
@@ -72,7 +85,9 @@ class TextClassifier:
         stored = self.model_ref
         self.tag = str(stored.tag)
         self.info = stored.info
-        self.classifier = AutoModelForSequenceClassification.from_pretrained(stored.path).eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.classifier = AutoModelForSequenceClassification.from_pretrained(stored.path)
+        self.classifier.eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(stored.path)
         config = self.classifier.config
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]

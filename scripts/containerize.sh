@@ -34,7 +34,11 @@ if ! podman image exists python:3.11-slim; then
   ln -sf /usr/bin/pip3 "$root/usr/local/bin/pip"
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | podman import --change 'CMD ["python3"]' - python:3.11-slim >/dev/null
+  # uv (the image's installer) verifies TLS with its own roots unless told to use the system's,
+  # and this machine's network may need the CA bundle copied above.
+  tar -C "$root" -c . | podman import --change 'CMD ["python3"]' \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV UV_NATIVE_TLS=true' - python:3.11-slim >/dev/null
   rm -rf "$root"
 fi
 

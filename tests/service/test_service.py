@@ -130,8 +130,10 @@ def test_served_over_http(served):
     response = httpx.post(f"{served}/classify", json={"texts": CLEAR}, timeout=30)
     assert response.status_code == 200
     assert [r["label"] for r in response.json()] == EXPECTED
-    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
-        assert httpx.get(f"{served}{path}", timeout=10).status_code == 200, path
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json", "/docs"):
+        assert httpx.get(f"{served}{path}", timeout=10, follow_redirects=True).status_code == 200, path
+    docs = httpx.get(f"{served}/docs", timeout=10, follow_redirects=True)
+    assert "swagger" in docs.text.lower()
     assert "bentoml_service_request" in httpx.get(f"{served}/metrics", timeout=10).text
 
 
