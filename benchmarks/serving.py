@@ -5,7 +5,9 @@ In one run, on TweetEval test tweets, one tweet per request:
   per-item  the same service with TEXTOPS_BATCHING=0 (batchable=False)
   ceiling   the model in-process on length-sorted batches, no HTTP (texts/s)
 Closed-loop clients at each concurrency for a fixed time; reports req/s, p50/p99 latency and
-the ratios. Serves the newest approved model in $BENTOML_HOME (or --model-tag).
+the ratios. Serves the newest approved model in $BENTOML_HOME (or --model-tag). The load comes
+from wrk (C, one connection per client) when it is installed, so that on a small machine the
+client takes little of the CPU the server is measured on; else from a Python httpx client.
 
     python benchmarks/serving.py --seconds 20 --concurrency 1 8 32
 """
@@ -16,10 +18,12 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -129,6 +133,70 @@ async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: flo
     }
 
 
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "/classify", {["Content-Type"] = "application/json"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %%d %%f %%f %%f %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), errors))
+end
+"""
+
+
+def wrk_closed_loop(
+    url: str, texts: list[str], concurrency: int, seconds: float, script: Path
+) -> dict:
+    bodies = ",".join(lua_string(json.dumps({"texts": [t]})) for t in texts)
+    script.write_text(WRK_SCRIPT % bodies)
+    threads = min(concurrency, 2)
+    # warm up, then measure
+    subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", "-d2s", "-s", str(script), url],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{seconds:.0f}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
+    requests, duration_us, p50_us, p99_us, errors = (float(f) for f in fields[1:])
+    return {
+        "req_per_s": requests / (duration_us / 1e6),
+        "p50_ms": p50_us / 1000,
+        "p99_ms": p99_us / 1000,
+        "requests": int(requests),
+        "errors": int(errors),
+        "client": "wrk",
+    }
+
+
+def lua_string(text: str) -> str:
+    return (
+        '"' + "".join(f"\\{ord(c):03d}" if c in '"\\\n\r' or ord(c) < 32 else c for c in text) + '"'
+    )
+
+
 def offline_ceiling(model_tag: str, texts: list[str], seconds: float, batch_size: int) -> float:
     import bentoml
     import torch
@@ -157,6 +225,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--model-tag", default="")
     parser.add_argument("--micro-batch", type=int, default=32)
+    parser.add_argument(
+        "--python-client",
+        action="store_true",
+        help="use the Python httpx client even when wrk is installed",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -165,10 +238,15 @@ def main() -> None:
     tag = args.model_tag or serving_tag()
     texts = tweets()
     results: dict = {"model_tag": tag, "cpu_count": os.cpu_count()}
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    script = Path(tempfile.mkdtemp()) / "classify.lua"
     for mode, batching in (("batched", True), ("per_item", False)):
         with Server(tag, batching) as server:
             for level in args.concurrency:
-                stats = asyncio.run(closed_loop(server.url, texts, level, args.seconds))
+                if use_wrk:
+                    stats = wrk_closed_loop(server.url, texts, level, args.seconds, script)
+                else:
+                    stats = asyncio.run(closed_loop(server.url, texts, level, args.seconds))
                 results[f"{mode}@{level}"] = stats
                 print(
                     f"{mode:9s} c={level:<3d} {stats['req_per_s']:7.1f} req/s  "

@@ -97,7 +97,7 @@ class TextClassifier:
     @bentoml.api(
         batchable=os.environ.get("TEXTOPS_BATCHING", "1") != "0",
         max_batch_size=_env_int("TEXTOPS_MAX_BATCH_SIZE", 256),
-        max_latency_ms=_env_int("TEXTOPS_MAX_LATENCY_MS", 250),
+        max_latency_ms=_env_int("TEXTOPS_MAX_LATENCY_MS", 1000),
     )
     def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given."""

@@ -131,7 +131,9 @@ def test_served_over_http(served):
     assert response.status_code == 200
     assert [r["label"] for r in response.json()] == EXPECTED
     for path in ("/livez", "/readyz", "/metrics", "/docs.json", "/docs"):
-        assert httpx.get(f"{served}{path}", timeout=10, follow_redirects=True).status_code == 200, path
+        assert httpx.get(f"{served}{path}", timeout=10, follow_redirects=True).status_code == 200, (
+            path
+        )
     docs = httpx.get(f"{served}/docs", timeout=10, follow_redirects=True)
     assert "swagger" in docs.text.lower()
     assert "bentoml_service_request" in httpx.get(f"{served}/metrics", timeout=10).text
