@@ -76,3 +76,16 @@ def confusion_matrix(counts: np.ndarray, label_names: list[str]) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Inline image for markdown metadata: the UI shows it without access to the store."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def length_histograms(train_lengths: np.ndarray, served_lengths: np.ndarray) -> bytes:
+    """Text lengths (characters) of the training split and of served traffic, as shares."""
+    plt = _figure()
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    top = max(float(np.percentile(train_lengths, 99.5)), float(np.max(served_lengths)), 1.0)
+    bins = np.linspace(0, top, 40)
+    axes.hist(train_lengths, bins=bins, density=True, alpha=0.6, label="train")
+    axes.hist(served_lengths, bins=bins, density=True, alpha=0.6, label="served")
+    axes.set(xlabel="characters", ylabel="density", title="text length")
+    axes.legend()
+    return _png(figure)

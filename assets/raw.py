@@ -1,14 +1,16 @@
 """`raw_texts`: every row of the labelled source, with its content hash as the data version."""
 
+import hashlib
 import os
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.sources import DEFAULT_SOURCE, read_source
+from assets.sources import DEFAULT_SOURCE, landed_files, read_landed, read_source
 from assets.versioning import frame_hash
-from orchestration.resources import ArtifactStore, cache_dir
+from orchestration.resources import ArtifactStore, cache_dir, default_home
 
 
 class RawTextsConfig(dg.Config):
@@ -25,10 +27,22 @@ class RawTextsConfig(dg.Config):
         "by label (0 = all rows); for quick runs.",
     )
     sample_seed: int = Field(0, description="Seed of the stratified sample")
+    landing: str = Field(
+        "",
+        description="Folder of landed labelled files (CSV / Parquet / JSONL) added to the "
+        "source, to train unless a file has a split column. Empty: $TEXTOPS_LANDING, else "
+        "<TEXTOPS_HOME>/landing",
+    )
 
 
 def resolve_source(configured: str) -> str:
     return configured or os.environ.get("TEXTOPS_SOURCE") or DEFAULT_SOURCE
+
+
+def landing_dir(configured: str = "") -> Path:
+    return Path(
+        configured or os.environ.get("TEXTOPS_LANDING") or Path(default_home()) / "landing"
+    ).expanduser()
 
 
 def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl.DataFrame:
@@ -65,6 +79,19 @@ def raw_texts(
     context.log.info(f"reading {uri}")
     source = read_source(uri, cache_dir(), context.log.info)
     frame = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
+    landed = []
+    for path in landed_files(landing_dir(config.landing)):
+        rows = read_landed(path, source.label_names)
+        landed.append(
+            {
+                "file": path.name,
+                "rows": rows.height,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
+        frame = pl.concat([frame, rows])
+    if landed:
+        context.log.info(f"added {len(landed)} landed file(s): {landed}")
     content_hash = frame_hash(frame)
     version = content_hash[:16]
     store.write_parquet(f"raw_texts/{version}/raw_texts.parquet", frame)
@@ -89,6 +116,7 @@ def raw_texts(
             "label_names": dg.MetadataValue.json(source.label_names),
             "content_hash": content_hash,
             "source_uri": dg.MetadataValue.text(uri),
+            "landed_files": dg.MetadataValue.json(landed),
             "path": dg.MetadataValue.path(store.uri(f"raw_texts/{version}/raw_texts.parquet")),
         },
     )

@@ -310,3 +310,42 @@ def _read_with_progress(response, url: str, log: Log, every_s: float = 2.0) -> b
             log(f"{url}: {done / 1e6:.1f} MB{share} at {rate:.1f} MB/s")
     log(f"{url}: downloaded {done / 1e6:.2f} MB in {time.monotonic() - start:.1f} s")
     return b"".join(chunks)
+
+
+# --- landed files ----------------------------------------------------------------------------
+
+
+def landed_files(folder: Path) -> list[Path]:
+    """Labelled files dropped into the landing folder, in name order."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+
+
+def read_landed(path: Path, label_names: list[str]) -> pl.DataFrame:
+    """A landed table mapped onto the main source's labels (by name, or by id when the file
+    carries ids); rows go to train unless the file has a split column."""
+    source = read_table(path.read_bytes(), path.name)
+    frame = source.frame
+    names = set(frame["label_name"].unique().to_list())
+    if names <= set(label_names):
+        index = {name: i for i, name in enumerate(label_names)}
+        frame = frame.with_columns(
+            label=pl.col("label_name").replace_strict(index, return_dtype=pl.Int64)
+        )
+    elif source.label_names == [str(i) for i in range(len(source.label_names))]:
+        unknown = sorted(set(frame["label"].to_list()) - set(range(len(label_names))))
+        if unknown:
+            raise SourceError(
+                f"{path.name}: label ids {unknown} are not in the label set "
+                f"(0..{len(label_names) - 1}: {', '.join(label_names)})"
+            )
+        frame = _with_label_names(frame.drop("label_name"), label_names)
+    else:
+        raise SourceError(
+            f"{path.name}: labels {sorted(names - set(label_names))} are not in "
+            f"the label set ({', '.join(label_names)})"
+        )
+    return frame.with_columns(pl.col("source_split").fill_null("train")).select(
+        [pl.col(c).cast(t) for c, t in RAW_SCHEMA.items()]
+    )

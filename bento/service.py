@@ -3,18 +3,22 @@
 Settings (environment, read at start): TEXTOPS_MODEL_TAG pins a model tag; TEXTOPS_BATCHING=0
 turns adaptive batching off; TEXTOPS_MAX_BATCH_SIZE / TEXTOPS_MAX_LATENCY_MS bound the adaptive
 batches; TEXTOPS_MICRO_BATCH is the size of the length-sorted micro-batches run inside one;
-TEXTOPS_SERVICE_THREADS is the request threads, TEXTOPS_TORCH_THREADS torch's intra-op threads.
+TEXTOPS_SERVICE_THREADS is the request threads, TEXTOPS_TORCH_THREADS torch's intra-op threads;
+TEXTOPS_SERVING_LOG is the prediction log's folder (`off` disables it) and
+TEXTOPS_SERVING_LOG_TEXT=0 keeps texts out of it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Annotated, Any
 
 import bentoml
 from pydantic import BaseModel, Field, StringConstraints
 
 from bento.registry import serving_tag
+from bento.serving_log import LOG_TEXT_ENV, ServingLog, default_log_dir
 
 with bentoml.importing():
     import torch
@@ -93,6 +97,10 @@ class TextClassifier:
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]
         self.max_length = int(self.info.metadata.get("max_length", 128))
         self.micro_batch = _env_int("TEXTOPS_MICRO_BATCH", 32)
+        log_dir = default_log_dir()
+        self.serving_log = (
+            ServingLog(log_dir, os.environ.get(LOG_TEXT_ENV, "1") != "0") if log_dir else None
+        )
 
     @bentoml.api(
         batchable=os.environ.get("TEXTOPS_BATCHING", "1") != "0",
@@ -101,6 +109,7 @@ class TextClassifier:
     )
     def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given."""
+        started = time.perf_counter()
         probabilities = predict_proba(
             self.classifier, self.tokenizer, texts, self.max_length, self.micro_batch
         )
@@ -115,6 +124,14 @@ class TextClassifier:
                         name: float(p) for name, p in zip(self.label_names, row, strict=True)
                     },
                 )
+            )
+        if self.serving_log is not None:
+            self.serving_log.append(
+                self.tag,
+                texts,
+                [r.label for r in results],
+                [r.probabilities for r in results],
+                (time.perf_counter() - started) * 1000,
             )
         return results
 

@@ -5,23 +5,48 @@ import os
 import dagster as dg
 
 from assets.approve import approved_model
+from assets.drift import drift_check, drift_report
 from assets.evaluate import evaluation_report
 from assets.package import bento
 from assets.raw import raw_texts
+from assets.serving_log import serving_log
 from assets.splits import text_splits
 from assets.train import fine_tuned_model
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
+from orchestration.automation import (
+    drift_sensor,
+    new_data_sensor,
+    retrain_job,
+    retrain_schedule,
+)
 from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
 
-ASSETS = [raw_texts, text_splits, fine_tuned_model, evaluation_report, approved_model, bento]
-ASSET_CHECKS = [raw_texts_checks, text_splits_checks]
+TRAINING_GRAPH = [
+    raw_texts,
+    text_splits,
+    fine_tuned_model,
+    evaluation_report,
+    approved_model,
+    bento,
+]
+MONITORING = [serving_log, drift_report]
+ASSETS = [*TRAINING_GRAPH, *MONITORING]
+ASSET_CHECKS = [raw_texts_checks, text_splits_checks, drift_check]
 
 pipeline_job = dg.define_asset_job(
     "pipeline",
-    selection=dg.AssetSelection.assets(*ASSETS),
-    description="The whole asset graph, raw data to the last asset, with its blocking checks.",
+    selection=dg.AssetSelection.assets(*TRAINING_GRAPH),
+    description="The whole training graph, raw data to the bento, with its blocking checks.",
 )
-JOBS = [pipeline_job]
+retrain = retrain_job(TRAINING_GRAPH)
+monitor_job = dg.define_asset_job(
+    "monitor",
+    selection=dg.AssetSelection.assets(*MONITORING),
+    description="Read the serving log and compare it with the training data.",
+)
+JOBS = [pipeline_job, retrain, monitor_job]
+SCHEDULES = [retrain_schedule(retrain)]
+SENSORS = [new_data_sensor(retrain), drift_sensor(retrain)]
 
 
 def resources_for(environment: str) -> dict[str, object]:
@@ -44,5 +69,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
     jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources=resources_for(os.environ.get("TEXTOPS_ENV", "local")),
 )

@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 # One BentoML store per test session, set before bentoml is imported anywhere.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="textops-bentoml-")
+os.environ.setdefault("TEXTOPS_SERVING_LOG", tempfile.mkdtemp(prefix="textops-serving-log-"))
+os.environ["TEXTOPS_LANDING"] = tempfile.mkdtemp(prefix="textops-landing-")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval"
 
@@ -59,6 +61,7 @@ def store(tmp_path: Path):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEXTOPS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TEXTOPS_LANDING", str(tmp_path / "landing"))
     monkeypatch.delenv("TEXTOPS_SOURCE", raising=False)
 
 

@@ -1,0 +1,226 @@
+"""`drift_report`: the served traffic compared with the training split."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from assets import drift_metrics as dm
+from assets.plots import length_histograms, markdown_image
+from assets.serving_log import serving_log
+from orchestration.resources import ArtifactStore, ModelRegistry
+
+
+class DriftConfig(dg.Config):
+    psi_threshold: float = Field(0.2, description="Text-length PSI above this is drift")
+    ks_p_value: float = Field(0.01, description="Text-length KS p-value below this is drift")
+    ks_statistic: float = Field(0.1, description="...and only with a KS statistic above this")
+    label_mix_p_value: float = Field(
+        0.001, description="Chi-square p-value of the predicted label mix below this is drift"
+    )
+    unknown_share_increase: float = Field(
+        0.01, description="Unknown-token share above the training share by more is drift"
+    )
+    embedding_cosine_threshold: float = Field(
+        0.05, description="Cosine distance of mean sentence embeddings above this is drift"
+    )
+    embedding_sample: int = Field(256, ge=16, description="Texts embedded per side")
+    min_predictions: int = Field(50, ge=1, description="Fewest logged predictions to judge on")
+    seed: int = Field(0, description="Seed of the embedding sample")
+
+
+def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """The encoder's mean-pooled last hidden state (the sentence embedding MiniLM was trained
+    for), in length-sorted batches."""
+    import torch
+
+    from bento.inference import sorted_batches
+
+    encoder = model.base_model
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    pad = tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for batch in sorted_batches([len(ids) for ids in encoded], 64):
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad)
+            mask = torch.zeros((len(batch), width))
+            for row, i in enumerate(batch):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            hidden = encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            out[batch] = pooled.numpy()
+    return out
+
+
+def drift_findings(
+    train: pl.DataFrame,
+    served: pl.DataFrame,
+    label_names: list[str],
+    config: DriftConfig,
+    tokenizer=None,
+    model=None,
+    max_length: int = 128,
+) -> dict[str, Any]:
+    """Every drift statistic, each with its threshold and verdict."""
+    findings: dict[str, Any] = {}
+    train_lengths = train["text"].str.len_chars().to_numpy()
+    served_lengths = served["text_length"].to_numpy()
+    psi = dm.population_stability_index(train_lengths, served_lengths)
+    ks_stat, ks_p = dm.ks_test(train_lengths, served_lengths)
+    findings["length_psi"] = {
+        "value": psi,
+        "threshold": config.psi_threshold,
+        "drift": psi > config.psi_threshold,
+    }
+    findings["length_ks"] = {
+        "value": ks_stat,
+        "p_value": ks_p,
+        "drift": ks_p < config.ks_p_value and ks_stat > config.ks_statistic,
+    }
+    prior = np.bincount(train["label"].to_numpy(), minlength=len(label_names))
+    index = {name: i for i, name in enumerate(label_names)}
+    predicted = np.array([index[label] for label in served["label"].to_list() if label in index])
+    chi2, chi2_p = dm.label_mix_test(predicted, prior)
+    findings["label_mix_chi2"] = {
+        "value": chi2,
+        "p_value": chi2_p,
+        "drift": chi2_p < config.label_mix_p_value,
+        "served_shares": {n: float(np.mean(predicted == i)) for n, i in index.items()},
+        "train_shares": {n: float(prior[i] / prior.sum()) for n, i in index.items()},
+    }
+    served_texts = served["text"].drop_nulls().to_list()
+    if tokenizer is not None and served_texts:
+        unk = tokenizer.unk_token_id
+        train_texts = train["text"].to_list()
+        train_unk = dm.unknown_token_share(tokenizer(train_texts)["input_ids"], unk)
+        served_unk = dm.unknown_token_share(tokenizer(served_texts)["input_ids"], unk)
+        findings["unknown_token_share"] = {
+            "value": served_unk,
+            "train": train_unk,
+            "drift": served_unk - train_unk > config.unknown_share_increase,
+        }
+        if model is not None:
+            rng = np.random.default_rng(config.seed)
+            pick = min(config.embedding_sample, len(train_texts), len(served_texts))
+            a = [train_texts[i] for i in rng.choice(len(train_texts), pick, replace=False)]
+            b = [served_texts[i] for i in rng.choice(len(served_texts), pick, replace=False)]
+            ea = mean_pooled_embeddings(model, tokenizer, a, max_length)
+            eb = mean_pooled_embeddings(model, tokenizer, b, max_length)
+            cosine = dm.mean_embedding_cosine_distance(ea, eb)
+            findings["embedding_cosine"] = {
+                "value": cosine,
+                "threshold": config.embedding_cosine_threshold,
+                "mmd": dm.mmd_rbf(ea, eb),
+                "drift": cosine > config.embedding_cosine_threshold,
+            }
+    return findings
+
+
+def drift_markdown(findings: dict[str, Any], served_rows: int, drifted: bool) -> str:
+    lines = [
+        f"**{'drift detected' if drifted else 'no drift'}** over {served_rows} served predictions",
+        "",
+        "| statistic | value | detail | drift |",
+        "| --- | ---: | --- | :---: |",
+    ]
+    for name, finding in findings.items():
+        detail = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in finding.items()
+            if k not in {"value", "drift"} and isinstance(v, float | int)
+        )
+        lines.append(
+            f"| {name} | {finding['value']:.4f} | {detail} | "
+            f"{'**yes**' if finding['drift'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    deps=[serving_log],
+    group_name="monitoring",
+    kinds={"polars"},
+    description="Served traffic vs the training split: text-length PSI and KS, unknown-token "
+    "share, predicted-label mix (chi-square), sentence-embedding drift.",
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    store: ArtifactStore,
+    registry: ModelRegistry,
+) -> dg.MaterializeResult:
+    log_manifest = store.latest("serving_log")
+    served = store.read_parquet(log_manifest["path"])
+    splits = store.latest("text_splits")
+    train = store.read_parquet(splits["paths"]["train"])
+    if served.height < config.min_predictions:
+        raise ValueError(
+            f"only {served.height} logged predictions; drift needs at least "
+            f"{config.min_predictions} (min_predictions)"
+        )
+    champion = registry.champion()
+    tokenizer = model = None
+    max_length = 128
+    if champion is not None:
+        from assets.training.predict import load_classifier
+
+        model, tokenizer = load_classifier(champion.path)
+        max_length = int(champion.metadata.get("max_length", 128))
+    findings = drift_findings(
+        train, served, splits["label_names"], config, tokenizer, model, max_length
+    )
+    drifted = any(f["drift"] for f in findings.values())
+    reasons = [name for name, f in findings.items() if f["drift"]]
+    markdown = drift_markdown(findings, served.height, drifted)
+    plot = length_histograms(
+        train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy()
+    )
+    version = log_manifest["version"]
+    report = {
+        "drifted": drifted,
+        "reasons": reasons,
+        "findings": findings,
+        "serving_log": version,
+        "text_splits": splits["version"],
+        "model": champion.tag if champion else None,
+    }
+    store.write_json(f"drift_report/{version}/report.json", report)
+    store.write_bytes(f"drift_report/{version}/report.md", markdown.encode())
+    store.write_bytes(f"drift_report/{version}/lengths.png", plot)
+    store.publish(
+        "drift_report",
+        {
+            "version": version,
+            "drifted": drifted,
+            "reasons": reasons,
+            "path": f"drift_report/{version}/report.json",
+        },
+    )
+    context.log.info(markdown.split("\n")[0])
+    metadata: dict[str, Any] = {
+        "drifted": drifted,
+        "reasons": dg.MetadataValue.json(reasons),
+        "served_predictions": served.height,
+        "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
+        "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
+    }
+    metadata |= {name: float(f["value"]) for name, f in findings.items()}
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+@dg.asset_check(asset=drift_report, description="Warns when the served traffic has drifted")
+def drift_check(store: ArtifactStore) -> dg.AssetCheckResult:
+    report = store.latest("drift_report")
+    return dg.AssetCheckResult(
+        passed=not report["drifted"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reasons": dg.MetadataValue.json(report["reasons"])},
+        description="drift in: " + ", ".join(report["reasons"])
+        if report["drifted"]
+        else "no drift",
+    )
