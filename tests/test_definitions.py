@@ -19,14 +19,16 @@ DESIGN_ASSETS = {
     "approved_model",
     "bento",
 }
+MONITORING_ASSETS = {"serving_log", "drift_report"}
 
 
 def test_every_asset_is_defined_and_in_the_pipeline_job():
     defs = definitions.defs
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert keys == DESIGN_ASSETS
-    job = defs.resolve_job_def("pipeline")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == DESIGN_ASSETS
+    assert keys == DESIGN_ASSETS | MONITORING_ASSETS
+    for name in ("pipeline", "retrain"):
+        job = defs.resolve_job_def(name)
+        assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == DESIGN_ASSETS
 
 
 def test_blocking_checks_guard_the_training_data():

@@ -52,6 +52,18 @@ def test_classify_returns_labels_scores_and_probabilities_in_order(client):
         assert result["score"] == max(result["probabilities"].values())
 
 
+def test_predictions_are_logged_for_drift_monitoring(client):
+    from assets.serving_log import read_serving_log
+
+    marker = "@user tweet 977: such a kind day, sunny too"
+    assert client.post("/classify", json={"texts": [marker]}).status_code == 200
+    frame, torn = read_serving_log(Path(os.environ["TEXTOPS_SERVING_LOG"]))
+    logged = frame.filter(frame["text"] == marker)
+    assert logged.height == 1 and torn == 0
+    assert logged["label"][0] == "positive" and logged["latency_ms"][0] > 0
+    assert logged["model_tag"][0] == client.post("/model", json={}).json()["tag"]
+
+
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
 def test_bad_requests_get_a_400_with_a_message(client, case):
     response = client.post("/classify", json=BAD_REQUESTS[case])

@@ -43,8 +43,7 @@ def test_new_data_sensor_runs_once_per_set_of_new_files(tmp_path, monkeypatch):
     assert [r.tags["textops/files"] for r in changed.run_requests] == ["batch1.csv"]
 
 
-def test_same_files_give_the_same_run_key_so_dagster_never_runs_them_twice(tmp_path,
-                                                                          monkeypatch):
+def test_same_files_give_the_same_run_key_so_dagster_never_runs_them_twice(tmp_path, monkeypatch):
     monkeypatch.setenv("TEXTOPS_LANDING", str(tmp_path))
     (tmp_path / "a.csv").write_text("text,label\nhello,0\n")
     sensor = sensor_named("new_data_sensor")
@@ -57,14 +56,16 @@ def test_drift_sensor_requests_retrain_only_on_drift():
     @dg.asset(name="drift_report")
     def fake_drift_report(context) -> dg.MaterializeResult:
         drifted = context.run.tags.get("drift") == "yes"
-        return dg.MaterializeResult(metadata={
-            "drifted": drifted,
-            "reasons": dg.MetadataValue.json(["length_psi"] if drifted else [])})
+        return dg.MaterializeResult(
+            metadata={
+                "drifted": drifted,
+                "reasons": dg.MetadataValue.json(["length_psi"] if drifted else []),
+            }
+        )
 
     instance = dg.DagsterInstance.ephemeral()
     sensor = sensor_named("drift_sensor")
-    defs = dg.Definitions(assets=[fake_drift_report], jobs=[definitions.retrain],
-                          sensors=[sensor])
+    defs = dg.Definitions(assets=[fake_drift_report], jobs=[definitions.retrain], sensors=[sensor])
 
     def tick(cursor=None):
         context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
@@ -100,7 +101,8 @@ def test_retrain_config_file(tmp_path, monkeypatch):
     path.write_text("ops:\n  fine_tuned_model:\n    config:\n      max_steps: 5\n")
     monkeypatch.setenv("TEXTOPS_RETRAIN_CONFIG", str(path))
     assert automation.retrain_run_config() == {
-        "ops": {"fine_tuned_model": {"config": {"max_steps": 5}}}}
+        "ops": {"fine_tuned_model": {"config": {"max_steps": 5}}}
+    }
     monkeypatch.setenv("TEXTOPS_RETRAIN_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         automation.retrain_run_config()
