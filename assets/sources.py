@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -56,8 +57,10 @@ def read_source(uri: str, cache: Path, log: Log) -> RawSource:
     """Read any supported source URI into the raw_texts frame."""
     if uri.startswith(("https://", "http://")):
         return _read_url(uri, cache, log)
+    if uri.startswith("gs://"):
+        return _read_gcs(uri, log)
     if "://" in uri:
-        raise SourceError(f"{uri}: unsupported URI scheme; use a local path or an https URL")
+        raise SourceError(f"{uri}: unsupported URI scheme; use a local path, gs:// or https://")
     path = Path(uri).expanduser()
     if not path.exists():
         raise SourceError(f"{uri}: no such file or folder")
@@ -231,6 +234,53 @@ def _split_column(frame: pl.DataFrame, name: str) -> pl.Series:
             f"use {', '.join(sorted(set(SPLIT_ALIASES.values())))}"
         )
     return raw.replace(SPLIT_ALIASES)
+
+
+# --- gs:// sources --------------------------------------------------------------------------
+
+
+def gcs_client():
+    """A storage client; against an emulator (STORAGE_EMULATOR_HOST) no credentials are needed."""
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "emulator"),
+            credentials=AnonymousCredentials(),
+        )
+    return storage.Client()
+
+
+def split_gcs_uri(uri: str) -> tuple[str, str]:
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    if not bucket:
+        raise SourceError(f"{uri}: a gs:// URI needs a bucket, e.g. gs://my-bucket/data/hate")
+    return bucket, name.strip("/")
+
+
+def _read_gcs(uri: str, log: Log) -> RawSource:
+    from google.api_core import exceptions
+
+    bucket_name, name = split_gcs_uri(uri)
+    try:
+        bucket = gcs_client().bucket(bucket_name)
+        if name.lower().endswith(TABLE_SUFFIXES):
+            blob = bucket.blob(name)
+            if not blob.exists():
+                raise SourceError(f"{uri}: no such object")
+            log(f"downloading {uri}")
+            return read_table(blob.download_as_bytes(), name.rsplit("/", 1)[-1])
+        files = {}
+        for file_name in _tweeteval_file_names():
+            blob = bucket.blob(f"{name}/{file_name}" if name else file_name)
+            if blob.exists():
+                files[file_name] = blob.download_as_bytes()
+        log(f"downloaded {len(files)} files from {uri}")
+        return read_tweeteval(files, uri)
+    except exceptions.GoogleAPIError as error:
+        raise SourceError(f"{uri}: cannot read from GCS ({error})") from None
 
 
 # --- https sources ---------------------------------------------------------------------------

@@ -49,20 +49,34 @@ SCHEDULES = [retrain_schedule(retrain)]
 SENSORS = [new_data_sensor(retrain), drift_sensor(retrain)]
 
 
+def _local() -> dict[str, object]:
+    return {"store": LocalArtifactStore(), "tracker": WandbTracker(), "registry": BentoModelStore()}
+
+
+def _gcp() -> dict[str, object]:
+    from dagster_gcp import GCSResource
+
+    from orchestration.gcs import GcsArtifactStore
+
+    gcs = GCSResource(project=dg.EnvVar("GOOGLE_CLOUD_PROJECT"))
+    store = GcsArtifactStore(
+        gcs=gcs,
+        bucket=dg.EnvVar("TEXTOPS_GCS_BUCKET"),
+        prefix=os.environ.get("TEXTOPS_GCS_PREFIX", "textops"),
+    )
+    return {"store": store, "tracker": WandbTracker(), "registry": BentoModelStore()}
+
+
+ENVIRONMENTS = {"local": _local, "gcp": _gcp}
+
+
 def resources_for(environment: str) -> dict[str, object]:
-    """Resources per deployment environment (TEXTOPS_ENV)."""
-    by_environment = {
-        "local": {
-            "store": LocalArtifactStore(),
-            "tracker": WandbTracker(),
-            "registry": BentoModelStore(),
-        },
-    }
-    if environment not in by_environment:
+    """Resources per deployment environment (TEXTOPS_ENV), built only for the one chosen."""
+    if environment not in ENVIRONMENTS:
         raise ValueError(
-            f"TEXTOPS_ENV={environment!r} is not one of {', '.join(sorted(by_environment))}"
+            f"TEXTOPS_ENV={environment!r} is not one of {', '.join(sorted(ENVIRONMENTS))}"
         )
-    return by_environment[environment]
+    return ENVIRONMENTS[environment]()
 
 
 defs = dg.Definitions(

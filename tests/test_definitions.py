@@ -43,7 +43,7 @@ def test_blocking_checks_guard_the_training_data():
 
 
 def test_unknown_environment_is_named():
-    with pytest.raises(ValueError, match="TEXTOPS_ENV='prod' is not one of local"):
+    with pytest.raises(ValueError, match="TEXTOPS_ENV='prod' is not one of gcp, local"):
         definitions.resources_for("prod")
 
 

@@ -1,0 +1,87 @@
+"""The artifact store on Google Cloud Storage (the `gcp` extra)."""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from dagster_gcp import GCSResource
+from pydantic import Field
+
+from orchestration.resources import ArtifactStore, MissingArtifactError, cache_dir
+
+
+class GcsArtifactStore(ArtifactStore):
+    """Artifacts in a GCS bucket through dagster-gcp's GCSResource. An object becomes visible
+    only when its upload completes, and versions become current through the manifest written
+    last, so a failed run leaves nothing a later step would take for complete."""
+
+    gcs: GCSResource
+    bucket: str = Field(description="Bucket name")
+    prefix: str = Field("textops", description="Key prefix inside the bucket")
+
+    def _name(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if ".." in parts:
+            raise ValueError(f"artifact key {key!r} escapes the store prefix")
+        return "/".join([p for p in self.prefix.split("/") if p] + parts)
+
+    def _bucket(self):
+        return self.gcs.get_client().bucket(self.bucket)
+
+    def uri(self, key: str) -> str:
+        return f"gs://{self.bucket}/{self._name(key)}"
+
+    def exists(self, key: str) -> bool:
+        return self._bucket().blob(self._name(key)).exists()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._bucket().blob(self._name(key)).download_as_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._bucket().blob(self._name(key)).upload_from_string(data)
+
+    def _list(self, key: str) -> list:
+        prefix = self._name(key).rstrip("/") + "/"
+        return list(self.gcs.get_client().list_blobs(self.bucket, prefix=prefix))
+
+    def upload_dir(self, key: str, local_dir: Path) -> None:
+        names = set()
+        for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            relative = path.relative_to(local_dir).as_posix()
+            names.add(self._name(f"{key}/{relative}"))
+            self._bucket().blob(self._name(f"{key}/{relative}")).upload_from_filename(str(path))
+        for blob in self._list(key):
+            if blob.name not in names:
+                blob.delete()
+
+    def local_dir(self, key: str) -> Path:
+        blobs = self._list(key)
+        if not blobs:
+            raise MissingArtifactError(f"artifact folder {self.uri(key)} does not exist")
+        target = cache_dir() / "gcs" / self.bucket / self._name(key)
+        prefix = self._name(key).rstrip("/") + "/"
+        for blob in blobs:
+            path = target / blob.name[len(prefix) :]
+            if path.is_file() and path.stat().st_size == blob.size:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            blob.download_to_filename(str(tmp))
+            os.replace(tmp, path)
+        return target
+
+    def working_dir(self, key: str) -> Path:
+        # Checkpoints stay on local disk next to the run; they survive a crashed process,
+        # not a lost machine.
+        path = cache_dir() / "gcs-work" / self.bucket / self._name(key)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def delete(self, key: str) -> None:
+        for blob in self._list(key):
+            blob.delete()
+        single = self._bucket().blob(self._name(key))
+        if single.exists():
+            single.delete()
+        shutil.rmtree(cache_dir() / "gcs-work" / self.bucket / self._name(key), ignore_errors=True)

@@ -1,0 +1,42 @@
+"""An in-process GCS emulator on 127.0.0.1 for the session."""
+
+import os
+import socket
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="textops-test")
+    server.start()
+    previous = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    os.environ["GOOGLE_CLOUD_PROJECT"] = "textops-test"
+    try:
+        yield {"server": server, "bucket": "textops-test", "port": port}
+    finally:
+        server.stop()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def gcs_store(gcs_emulator, request):
+    from dagster_gcp import GCSResource
+
+    from orchestration.gcs import GcsArtifactStore
+
+    return GcsArtifactStore(
+        gcs=GCSResource(project="textops-test"),
+        bucket=gcs_emulator["bucket"],
+        prefix=f"t/{request.node.name}",
+    )

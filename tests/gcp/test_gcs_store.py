@@ -1,0 +1,78 @@
+"""The GCS artifact store and gs:// sources against the emulator."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets.sources import SourceError, gcs_client, read_source
+from orchestration import definitions
+from orchestration.resources import BentoModelStore, MissingArtifactError, WandbTracker
+from tests.conftest import GRAPH_TRAIN, write_tweeteval
+
+
+def upload_folder(bucket: str, prefix: str, folder) -> str:
+    client = gcs_client()
+    for path in folder.iterdir():
+        client.bucket(bucket).blob(f"{prefix}/{path.name}").upload_from_filename(str(path))
+    return f"gs://{bucket}/{prefix}"
+
+
+def test_store_round_trip_and_manifest(gcs_store, tmp_path):
+    frame = pl.DataFrame({"text": ["a"], "label": [0]})
+    gcs_store.write_parquet("x/v1/data.parquet", frame)
+    with pytest.raises(MissingArtifactError):
+        gcs_store.latest("x")  # data without a manifest is not visible
+    gcs_store.publish("x", {"version": "v1", "path": "x/v1/data.parquet"})
+    assert gcs_store.read_parquet(gcs_store.latest("x")["path"]).equals(frame)
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "weights.safetensors").write_bytes(b"w")
+    (folder / "sub" / "config.json").write_text("{}")
+    gcs_store.upload_dir("model/v1", folder)
+    local = gcs_store.local_dir("model/v1")
+    assert (local / "sub" / "config.json").read_text() == "{}"
+    assert gcs_store.uri("model/v1").startswith("gs://textops-test/t/")
+    gcs_store.delete("model/v1")
+    with pytest.raises(MissingArtifactError):
+        gcs_store.local_dir("model/v1")
+
+
+def test_gs_sources_in_every_layout(gcs_emulator, tmp_path):
+    uri = upload_folder(gcs_emulator["bucket"], "sources/hate", write_tweeteval(tmp_path / "d"))
+    source = read_source(uri, tmp_path / "cache", lambda m: None)
+    assert source.frame.height == 64
+    gcs_client().bucket(gcs_emulator["bucket"]).blob("sources/t.csv").upload_from_string(
+        "text,label\nhi,a\nho,b\n"
+    )
+    table = read_source(f"gs://{gcs_emulator['bucket']}/sources/t.csv", tmp_path, print)
+    assert table.label_names == ["a", "b"]
+    with pytest.raises(SourceError, match="missing split file"):
+        read_source(f"gs://{gcs_emulator['bucket']}/sources/none", tmp_path, print)
+
+
+def test_graph_through_evaluation_on_gcs(gcs_store, gcs_emulator, tmp_path):
+    uri = upload_folder(
+        gcs_emulator["bucket"], "sources/small", write_tweeteval(tmp_path / "d", sizes=(80, 24, 24))
+    )
+    result = dg.materialize(
+        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
+        selection=["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"],
+        resources={
+            "store": gcs_store,
+            "tracker": WandbTracker(mode="disabled"),
+            "registry": BentoModelStore(),
+        },
+        run_config={
+            "ops": {
+                "raw_texts": {"config": {"source": uri}},
+                "fine_tuned_model": {"config": {**GRAPH_TRAIN, "max_steps": 6}},
+                "evaluation_report": {"config": {"latency_samples": 2}},
+            }
+        },
+    )
+    assert result.success
+    report = gcs_store.latest("evaluation_report")
+    assert gcs_store.read_json(f"{report['path']}/report.json")["test_rows"] == 24
+    meta = result.asset_materializations_for_node("raw_texts")[0].metadata
+    assert meta["source_uri"].value == uri
+    assert meta["path"].value.startswith("gs://textops-test/")
