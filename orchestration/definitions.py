@@ -79,6 +79,18 @@ def resources_for(environment: str) -> dict[str, object]:
     return ENVIRONMENTS[environment]()
 
 
+def executor_for(name: str):
+    """TEXTOPS_EXECUTOR: `multiprocess` (default) or `k8s` (each step its own pod; needs
+    dagster-k8s, see docs/deploy.md)."""
+    if name == "multiprocess":
+        return None
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    raise ValueError(f"TEXTOPS_EXECUTOR={name!r} is not one of multiprocess, k8s")
+
+
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=ASSET_CHECKS,
@@ -86,4 +98,5 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=resources_for(os.environ.get("TEXTOPS_ENV", "local")),
+    executor=executor_for(os.environ.get("TEXTOPS_EXECUTOR", "multiprocess")),
 )

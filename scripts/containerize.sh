@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bento_tag=${1:?usage: scripts/containerize.sh BENTO_TAG [IMAGE_NAME]}
+bento_tag=${1:?usage: scripts/containerize.sh BENTO_TAG [IMAGE_NAME] | --base-only}
 image=${2:-textops:${bento_tag#*:}}
 bentoml=${BENTOML:-.venv/bin/bentoml}
 export BUILDAH_ISOLATION=chroot BENTOML_DO_NOT_TRACK=true
@@ -40,6 +40,10 @@ if ! podman image exists python:3.11-slim; then
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change 'ENV UV_NATIVE_TLS=true' - python:3.11-slim >/dev/null
   rm -rf "$root"
+fi
+
+if [ "$bento_tag" = "--base-only" ]; then
+  exit 0
 fi
 
 "$bentoml" containerize "$bento_tag" --backend buildah -t "$image" --opt network=host

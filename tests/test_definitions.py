@@ -87,3 +87,9 @@ def test_readme_documents_every_config_field():
         fields = config.fields if config is not None and hasattr(config, "fields") else {}
         for field in fields:
             assert f"| `{node.op.name}` | `{field}` |" in readme, f"{node.op.name}.{field}"
+
+
+def test_unknown_executor_is_named():
+    with pytest.raises(ValueError, match="TEXTOPS_EXECUTOR='spark' is not one of"):
+        definitions.executor_for("spark")
+    assert definitions.executor_for("multiprocess") is None

@@ -33,6 +33,7 @@ class FineTuneConfig(dg.Config):
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = Field("auto", description="Lightning devices: auto, a count, or '0,1'")
     strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ...")
+    num_nodes: int = Field(1, ge=1, description="Machines for multi-node DDP")
     precision: str = Field(
         "auto",
         description="'auto' (bf16-mixed on a GPU that supports it, else 32) or a "
@@ -45,6 +46,13 @@ class FineTuneConfig(dg.Config):
 
     def fingerprint(self) -> str:
         """Hash of every setting that changes the trained weights (not devices or workers)."""
-        excluded = {"num_workers", "devices", "accelerator", "strategy", "checkpoint_every_n_steps"}
+        excluded = {
+            "num_workers",
+            "devices",
+            "accelerator",
+            "strategy",
+            "num_nodes",
+            "checkpoint_every_n_steps",
+        }
         settings = {k: v for k, v in self.model_dump().items() if k not in excluded}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

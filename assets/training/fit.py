@@ -145,20 +145,9 @@ def fine_tune(
         )
     precision = resolve_precision(config.precision, config.accelerator)
     trainer = L.Trainer(
-        accelerator=config.accelerator,
-        devices=_devices(config.devices),
-        strategy=config.strategy,
-        precision=precision,
-        max_epochs=config.max_epochs,
-        max_steps=config.max_steps,
-        limit_train_batches=_limit_train_batches(config),
-        val_check_interval=1.0 / config.val_checks_per_epoch,
+        **trainer_settings(config, precision),
         callbacks=all_callbacks,
         logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
         default_root_dir=str(checkpoint_dir),
     )
     started = time.monotonic()
@@ -187,6 +176,26 @@ def fine_tune(
         precision=precision,
         history=progress.history,
     )
+
+
+def trainer_settings(config: FineTuneConfig, precision: str) -> dict[str, Any]:
+    """The Lightning Trainer arguments a config sets: placement (accelerator, devices,
+    strategy: DDP across GPUs or nodes), precision and the length of training."""
+    return {
+        "accelerator": config.accelerator,
+        "devices": _devices(config.devices),
+        "strategy": config.strategy,
+        "num_nodes": config.num_nodes,
+        "precision": precision,
+        "max_epochs": config.max_epochs,
+        "max_steps": config.max_steps,
+        "limit_train_batches": _limit_train_batches(config),
+        "val_check_interval": 1.0 / config.val_checks_per_epoch,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "log_every_n_steps": 10,
+        "num_sanity_val_steps": 0,
+    }
 
 
 def _limit_train_batches(config: FineTuneConfig) -> int | float:

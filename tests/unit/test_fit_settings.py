@@ -47,3 +47,19 @@ def test_devices_parsing():
     assert _devices("auto") == "auto"
     assert _devices("2") == 2
     assert _devices("0,1") == [0, 1]
+
+
+def test_ddp_settings_reach_the_trainer():
+    import lightning as L
+
+    from assets.training.fit import trainer_settings
+
+    config = FineTuneConfig(
+        accelerator="cpu", devices="2", strategy="ddp", num_nodes=1, max_epochs=3
+    )
+    settings = trainer_settings(config, "32-true")
+    assert (settings["devices"], settings["strategy"], settings["num_nodes"]) == (2, "ddp", 1)
+    trainer = L.Trainer(**settings, logger=False)
+    assert trainer.num_devices == 2
+    assert type(trainer.strategy).__name__ == "DDPStrategy"
+    assert trainer.max_epochs == 3
