@@ -59,6 +59,9 @@ def read_source(uri: str, cache: Path, log: Log) -> RawSource:
         return _read_url(uri, cache, log)
     if uri.startswith("gs://"):
         return _read_gcs(uri, log)
+    if uri.startswith("bigquery:"):
+        with bigquery_client() as client:
+            return read_bigquery(client, uri, log)
     if "://" in uri:
         raise SourceError(f"{uri}: unsupported URI scheme; use a local path, gs:// or https://")
     path = Path(uri).expanduser()
@@ -184,6 +187,11 @@ def read_table(data: bytes, name: str) -> RawSource:
         raise
     except Exception as error:  # polars raises several error types for malformed files
         raise SourceError(f"{name}: cannot parse as {suffix[1:]}: {error}") from None
+    return frame_to_source(frame, name)
+
+
+def frame_to_source(frame: pl.DataFrame, name: str) -> RawSource:
+    """A table with `text` and `label` (id or name) and an optional split column."""
     for column in ("text", "label"):
         if column not in frame.columns:
             raise SourceError(
@@ -281,6 +289,40 @@ def _read_gcs(uri: str, log: Log) -> RawSource:
         return read_tweeteval(files, uri)
     except exceptions.GoogleAPIError as error:
         raise SourceError(f"{uri}: cannot read from GCS ({error})") from None
+
+
+# --- BigQuery sources ---------------------------------------------------------------------
+
+
+def bigquery_client():
+    """A context manager of a BigQuery client from dagster-gcp's BigQueryResource (project
+    from GOOGLE_CLOUD_PROJECT, credentials from the environment)."""
+    from dagster_gcp import BigQueryResource
+
+    return BigQueryResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
+
+
+def read_bigquery(client, uri: str, log: Log) -> RawSource:
+    """`bigquery://project.dataset.table` (or `dataset.table`) or `bigquery:SELECT …`: rows with
+    `text` and `label` (id or name) and optionally `split`."""
+    spec = uri.removeprefix("bigquery:")
+    try:
+        if spec.lstrip().lower().startswith(("select", "with")):
+            log("running the BigQuery query")
+            table = client.query(spec).to_dataframe()
+        else:
+            table_id = spec.removeprefix("//")
+            if table_id.count(".") not in (1, 2):
+                raise SourceError(
+                    f"{uri}: expected bigquery://[project.]dataset.table or bigquery:SELECT ..."
+                )
+            log(f"reading BigQuery table {table_id}")
+            table = client.list_rows(table_id).to_dataframe()
+    except SourceError:
+        raise
+    except Exception as error:  # google-cloud-bigquery raises many error types
+        raise SourceError(f"{uri}: BigQuery read failed: {error}") from None
+    return frame_to_source(pl.from_pandas(table), uri)
 
 
 # --- https sources ---------------------------------------------------------------------------

@@ -3,12 +3,19 @@
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster_gcp import GCSResource
 from pydantic import Field
 
-from orchestration.resources import ArtifactStore, MissingArtifactError, cache_dir
+from orchestration.resources import (
+    ArtifactStore,
+    ArtifactStoreError,
+    MissingArtifactError,
+    cache_dir,
+)
 
 
 class GcsArtifactStore(ArtifactStore):
@@ -19,6 +26,30 @@ class GcsArtifactStore(ArtifactStore):
     gcs: GCSResource
     bucket: str = Field(description="Bucket name")
     prefix: str = Field("textops", description="Key prefix inside the bucket")
+    retry_deadline_s: float = Field(
+        120.0, description="How long one operation retries transient errors before failing"
+    )
+
+    @contextmanager
+    def _failing_clearly(self, action: str, key: str) -> Iterator[None]:
+        from google.api_core import exceptions
+        from requests import exceptions as http
+
+        try:
+            yield
+        except exceptions.NotFound:
+            raise
+        except (exceptions.GoogleAPIError, http.RequestException, ConnectionError) as error:
+            raise ArtifactStoreError(
+                f"GCS {action} of {self.uri(key)} failed: {type(error).__name__}: "
+                f"{str(error)[:300]}. Nothing was made current by this step; rerun it when "
+                "the bucket is reachable"
+            ) from error
+
+    def _retry(self):
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_deadline(self.retry_deadline_s)
 
     def _name(self, key: str) -> str:
         parts = [p for p in key.split("/") if p]
@@ -33,13 +64,16 @@ class GcsArtifactStore(ArtifactStore):
         return f"gs://{self.bucket}/{self._name(key)}"
 
     def exists(self, key: str) -> bool:
-        return self._bucket().blob(self._name(key)).exists()
+        with self._failing_clearly("lookup", key):
+            return self._bucket().blob(self._name(key)).exists(retry=self._retry())
 
     def read_bytes(self, key: str) -> bytes:
-        return self._bucket().blob(self._name(key)).download_as_bytes()
+        with self._failing_clearly("download", key):
+            return self._bucket().blob(self._name(key)).download_as_bytes(retry=self._retry())
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self._bucket().blob(self._name(key)).upload_from_string(data)
+        with self._failing_clearly("upload", key):
+            self._bucket().blob(self._name(key)).upload_from_string(data, retry=self._retry())
 
     def _list(self, key: str) -> list:
         prefix = self._name(key).rstrip("/") + "/"

@@ -17,6 +17,10 @@ import polars as pl
 from pydantic import Field
 
 
+class ArtifactStoreError(OSError):
+    """The store could not be read or written (e.g. the bucket is unreachable)."""
+
+
 class MissingArtifactError(LookupError):
     """An asset reads an upstream artifact that was never materialized into this store."""
 

@@ -57,6 +57,17 @@ def wait_for_runs(instance: dg.DagsterInstance, deadline: float) -> list:
 
 
 def test_landed_file_triggers_exactly_one_retrain_run(daemon_env, tmp_path):
+    # Turn the sensor on (which also creates the SQLite instance) before the daemon starts:
+    # two processes creating the same SQLite schema at once collide.
+    started = subprocess.run(
+        [str(BIN / "dagster"), "sensor", "start", "-w", "workspace.yaml", "new_data_sensor"],
+        cwd=ROOT,
+        env=daemon_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
         cwd=ROOT,
@@ -67,15 +78,6 @@ def test_landed_file_triggers_exactly_one_retrain_run(daemon_env, tmp_path):
         preexec_fn=_default_signals,
     )
     try:
-        started = subprocess.run(
-            [str(BIN / "dagster"), "sensor", "start", "-w", "workspace.yaml", "new_data_sensor"],
-            cwd=ROOT,
-            env=daemon_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert started.returncode == 0, started.stderr[-2000:]
         pl.DataFrame(
             {
                 "text": ["@user a landed wonderful day", "@user a landed awful day"],
