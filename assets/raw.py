@@ -1,6 +1,5 @@
 """`raw_texts`: every row of the labelled source, with its content hash as the data version."""
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -39,10 +38,9 @@ def resolve_source(configured: str) -> str:
     return configured or os.environ.get("TEXTOPS_SOURCE") or DEFAULT_SOURCE
 
 
-def landing_dir(configured: str = "") -> Path:
-    return Path(
-        configured or os.environ.get("TEXTOPS_LANDING") or Path(default_home()) / "landing"
-    ).expanduser()
+def landing_location(configured: str = "") -> str:
+    """The landing folder: a local path or a gs:// prefix."""
+    return configured or os.environ.get("TEXTOPS_LANDING") or str(Path(default_home()) / "landing")
 
 
 def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl.DataFrame:
@@ -80,15 +78,9 @@ def raw_texts(
     source = read_source(uri, cache_dir(), context.log.info)
     frame = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
     landed = []
-    for path in landed_files(landing_dir(config.landing)):
-        rows = read_landed(path, source.label_names)
-        landed.append(
-            {
-                "file": path.name,
-                "rows": rows.height,
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            }
-        )
+    for file in landed_files(landing_location(config.landing)):
+        rows = read_landed(file, source.label_names)
+        landed.append({"file": file.name, "rows": rows.height, "checksum": file.checksum})
         frame = pl.concat([frame, rows])
     if landed:
         context.log.info(f"added {len(landed)} landed file(s): {landed}")

@@ -407,17 +407,50 @@ def _read_with_progress(response, url: str, log: Log, every_s: float = 2.0) -> b
 # --- landed files ----------------------------------------------------------------------------
 
 
-def landed_files(folder: Path) -> list[Path]:
-    """Labelled files dropped into the landing folder, in name order."""
+@dataclass(frozen=True)
+class LandedFile:
+    name: str
+    size: int
+    checksum: str  # sha256 of a local file, the object's MD5 on GCS
+    read: Callable[[], bytes]
+
+
+def landed_files(location: str) -> list[LandedFile]:
+    """Labelled files dropped into the landing folder (a path or a gs:// prefix), by name."""
+    if location.startswith("gs://"):
+        bucket, prefix = split_gcs_uri(location)
+        blobs = gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else None)
+        return sorted(
+            (
+                LandedFile(
+                    blob.name.rsplit("/", 1)[-1],
+                    int(blob.size or 0),
+                    str(blob.md5_hash),
+                    blob.download_as_bytes,
+                )
+                for blob in blobs
+                if blob.name.lower().endswith(TABLE_SUFFIXES)
+                and "/" not in blob.name[len(prefix) + 1 if prefix else 0 :]
+            ),
+            key=lambda f: f.name,
+        )
+    folder = Path(location).expanduser()
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+    return [
+        LandedFile(
+            p.name, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest(), p.read_bytes
+        )
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+    ]
 
 
-def read_landed(path: Path, label_names: list[str]) -> pl.DataFrame:
+def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:
     """A landed table mapped onto the main source's labels (by name, or by id when the file
     carries ids); rows go to train unless the file has a split column."""
-    source = read_table(path.read_bytes(), path.name)
+    path = landed  # named for the messages below
+    source = read_table(landed.read(), landed.name)
     frame = source.frame
     names = set(frame["label_name"].unique().to_list())
     if names <= set(label_names):

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from assets.raw import landing_dir
+from assets.raw import landing_location
 from assets.sources import landed_files
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
@@ -53,19 +53,13 @@ def retrain_schedule(job) -> dg.ScheduleDefinition:
         ) from None
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def new_landed_files(folder: Path, seen: dict[str, dict]) -> dict[str, dict]:
-    """Files in `folder` that are new or changed since `seen` (name -> size and checksum)."""
+def new_landed_files(location: str, seen: dict[str, dict]) -> dict[str, dict]:
+    """Files at `location` that are new or changed since `seen` (name -> size and checksum)."""
     new = {}
-    for path in landed_files(folder):
-        size = path.stat().st_size
-        known = seen.get(path.name)
-        if known and known["size"] == size and known["sha256"] == file_digest(path):
-            continue
-        new[path.name] = {"size": size, "sha256": file_digest(path)}
+    for file in landed_files(location):
+        entry = {"size": file.size, "checksum": file.checksum}
+        if seen.get(file.name) != entry:
+            new[file.name] = entry
     return new
 
 
@@ -77,11 +71,11 @@ def new_data_sensor(job) -> dg.SensorDefinition:
         description="Retrains when labelled files land in the landing folder",
     )
     def sensor(context: dg.SensorEvaluationContext):
-        folder = landing_dir()
+        location = landing_location()
         seen = json.loads(context.cursor) if context.cursor else {}
-        new = new_landed_files(folder, seen)
+        new = new_landed_files(location, seen)
         if not new:
-            return dg.SkipReason(f"no new files in {folder}")
+            return dg.SkipReason(f"no new files in {location}")
         run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:20]
         context.update_cursor(json.dumps({**seen, **new}, sort_keys=True))
         return dg.RunRequest(

@@ -76,3 +76,20 @@ def test_graph_through_evaluation_on_gcs(gcs_store, gcs_emulator, tmp_path):
     meta = result.asset_materializations_for_node("raw_texts")[0].metadata
     assert meta["source_uri"].value == uri
     assert meta["path"].value.startswith("gs://textops-test/")
+
+
+def test_sensor_finds_files_landed_in_the_bucket(gcs_emulator, monkeypatch):
+    from orchestration.automation import new_landed_files
+
+    bucket = gcs_client().bucket(gcs_emulator["bucket"])
+    location = f"gs://{gcs_emulator['bucket']}/landing"
+    monkeypatch.setenv("TEXTOPS_LANDING", location)
+    assert new_landed_files(location, {}) == {}
+    bucket.blob("landing/new.csv").upload_from_string("text,label\nhello,positive\n")
+    bucket.blob("landing/deeper/other.csv").upload_from_string("text,label\nx,positive\n")
+    found = new_landed_files(location, {})
+    assert list(found) == ["new.csv"]
+    assert new_landed_files(location, found) == {}  # seen: nothing new
+    sensor = next(s for s in definitions.SENSORS if s.name == "new_data_sensor")
+    result = sensor.evaluate_tick(dg.build_sensor_context())
+    assert [r.tags["textops/files"] for r in result.run_requests] == ["new.csv"]
