@@ -22,12 +22,32 @@ LOG_SCHEMA = {
 }
 
 
-def read_serving_log(directory: Path, since: float | None = None) -> tuple[pl.DataFrame, int]:
-    """Every complete record under `directory` (newer than `since`), and the count of torn
-    lines skipped (a crash while writing leaves at most one per file)."""
+def log_files(location: str | Path) -> list[str]:
+    """Contents of the log files at a local folder or a gs:// prefix, in name order."""
+    location = str(location)
+    if location.startswith("gs://"):
+        from assets.sources import gcs_client, split_gcs_uri
+
+        bucket, prefix = split_gcs_uri(location)
+        blobs = gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else None)
+        return [
+            blob.download_as_bytes().decode("utf-8", errors="replace")
+            for blob in sorted(blobs, key=lambda b: b.name)
+            if blob.name.rsplit("/", 1)[-1].startswith("predictions-")
+            and blob.name.endswith(".jsonl")
+        ]
+    return [
+        path.read_text(encoding="utf-8", errors="replace")
+        for path in sorted(Path(location).glob("predictions-*.jsonl"))
+    ]
+
+
+def read_serving_log(location: str | Path, since: float | None = None) -> tuple[pl.DataFrame, int]:
+    """Every complete record at `location` (newer than `since`), and the count of torn lines
+    skipped (a crash while writing leaves at most one per file)."""
     rows, torn = [], 0
-    for path in sorted(directory.glob("predictions-*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+    for content in log_files(location):
+        for line in content.split("\n"):
             if not line:
                 continue
             try:

@@ -93,3 +93,14 @@ def test_sensor_finds_files_landed_in_the_bucket(gcs_emulator, monkeypatch):
     sensor = next(s for s in definitions.SENSORS if s.name == "new_data_sensor")
     result = sensor.evaluate_tick(dg.build_sensor_context())
     assert [r.tags["textops/files"] for r in result.run_requests] == ["new.csv"]
+
+
+def test_serving_log_read_from_the_bucket(gcs_emulator):
+    from assets.serving_log import read_serving_log
+
+    bucket = gcs_client().bucket(gcs_emulator["bucket"])
+    record = '{"ts": 1.0, "model_tag": "m:1", "text": "hi", "text_length": 2, "label": "a", '
+    record += '"probabilities": {"a": 1.0}, "latency_ms": 3.0}\n'
+    bucket.blob("logs/predictions-2026112500-1.jsonl").upload_from_string(record * 2 + "{torn")
+    frame, torn = read_serving_log(f"gs://{gcs_emulator['bucket']}/logs")
+    assert frame.height == 2 and torn == 1
