@@ -21,6 +21,7 @@ WORKDIR /opt/textops
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir -p assets orchestration data_checks bento \
     && touch assets/__init__.py orchestration/__init__.py data_checks/__init__.py bento/__init__.py \
+    && pip install --upgrade "pip>=24.2" \
     && PIP_FIND_LINKS="$PIP_FIND_LINKS" pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
        -c constraints.txt ".[gcp]" \
     && pip uninstall -y textops
