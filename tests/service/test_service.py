@@ -167,3 +167,28 @@ def test_served_rejects_bad_requests_and_stays_up(served):
 def test_served_model_endpoint(served, approved_graph):
     card = httpx.post(f"{served}/model", json={}, timeout=30).json()
     assert card["tag"] == approved_graph["tag"]
+
+
+def test_serve_without_an_approved_model_says_what_to_do(tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "empty-store")}
+    env.pop("TEXTOPS_MODEL_TAG", None)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "bento.service:TextClassifier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "no approved 'textops-classifier' model in the BentoML store" in output
+    assert "run the pipeline until approved_model approves one" in output
