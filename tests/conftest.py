@@ -1,6 +1,7 @@
 """Shared fixtures: offline settings, small real-format data, a store in tmp_path."""
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweetev
 
 POSITIVE = ["love", "great", "wonderful", "happy", "excellent", "kind", "sunny", "brilliant"]
 NEGATIVE = ["hate", "awful", "terrible", "angry", "horrible", "cruel", "gloomy", "dreadful"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_rows(n: int, offset: int = 0) -> list[tuple[str, int]]:

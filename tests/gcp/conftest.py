@@ -1,18 +1,17 @@
 """An in-process GCS emulator on 127.0.0.1 for the session."""
 
 import os
-import socket
 
 import pytest
+
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="session")
 def gcs_emulator():
     from gcp_storage_emulator.server import create_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket="textops-test")
     server.start()
     previous = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}

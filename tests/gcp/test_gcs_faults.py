@@ -1,7 +1,5 @@
 """The bucket goes away in the middle of a run: a clear error, and nothing half-visible."""
 
-import socket
-
 import dagster as dg
 from dagster_gcp import GCSResource
 
@@ -9,7 +7,7 @@ from assets import splits as splits_module
 from orchestration import definitions
 from orchestration.gcs import GcsArtifactStore
 from orchestration.resources import BentoModelStore, WandbTracker
-from tests.conftest import write_tweeteval
+from tests.conftest import free_port, write_tweeteval
 from tests.gcp.test_gcs_store import upload_folder
 
 
@@ -26,9 +24,7 @@ def start(port: int, data_dir):
 def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
     gcs_emulator, tmp_path, monkeypatch
 ):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     data_dir = tmp_path / "gcs-data"
     server = start(port, data_dir)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")

@@ -3,7 +3,6 @@
 import importlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.testclient import TestClient
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAR = [
@@ -87,12 +88,6 @@ def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):
         card["labels"]["data_version"] == approved_graph["store"].latest("text_splits")["version"]
     )
     assert "macro_f1" in card["metrics"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
