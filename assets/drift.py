@@ -37,7 +37,7 @@ def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) 
     for), in length-sorted batches."""
     import torch
 
-    from bento.inference import sorted_batches
+    from bento.inference import pad_batch, sorted_batches
 
     encoder = model.base_model
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
@@ -45,14 +45,10 @@ def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) 
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for batch in sorted_batches([len(ids) for ids in encoded], 64):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad)
-            mask = torch.zeros((len(batch), width))
-            for row, i in enumerate(batch):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
-            hidden = encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            ids, mask = pad_batch([encoded[i] for i in batch], pad)
+            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            weights = mask[..., None].float()
+            pooled = (hidden * weights).sum(1) / weights.sum(1)
             out[batch] = pooled.numpy()
     return out
 

@@ -449,7 +449,6 @@ def landed_files(location: str) -> list[LandedFile]:
 def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:
     """A landed table mapped onto the main source's labels (by name, or by id when the file
     carries ids); rows go to train unless the file has a split column."""
-    path = landed  # named for the messages below
     source = read_table(landed.read(), landed.name)
     frame = source.frame
     names = set(frame["label_name"].unique().to_list())
@@ -462,13 +461,13 @@ def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:
         unknown = sorted(set(frame["label"].to_list()) - set(range(len(label_names))))
         if unknown:
             raise SourceError(
-                f"{path.name}: label ids {unknown} are not in the label set "
+                f"{landed.name}: label ids {unknown} are not in the label set "
                 f"(0..{len(label_names) - 1}: {', '.join(label_names)})"
             )
         frame = _with_label_names(frame.drop("label_name"), label_names)
     else:
         raise SourceError(
-            f"{path.name}: labels {sorted(names - set(label_names))} are not in "
+            f"{landed.name}: labels {sorted(names - set(label_names))} are not in "
             f"the label set ({', '.join(label_names)})"
         )
     return frame.with_columns(pl.col("source_split").fill_null("train")).select(

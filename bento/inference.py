@@ -13,6 +13,18 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the longest sequence of this batch (not to max_length), and the
+    attention mask."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
 @torch.inference_mode()
 def predict_proba(
     model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32
@@ -23,12 +35,7 @@ def predict_proba(
     pad = tokenizer.pad_token_id or 0
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for batch in sorted_batches([len(x) for x in ids], batch_size):
-        width = max(len(ids[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
+        input_ids, mask = pad_batch([ids[i] for i in batch], pad)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
         out[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out

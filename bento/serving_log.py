@@ -20,7 +20,8 @@ LOG_TEXT_ENV = "TEXTOPS_SERVING_LOG_TEXT"
 
 
 def default_log_dir() -> Path | None:
-    """$TEXTOPS_SERVING_LOG; `off` (or empty when set) disables logging."""
+    """$TEXTOPS_SERVING_LOG; `off` (or empty when set) disables logging. The default mirrors
+    the pipeline's TEXTOPS_HOME rule here because the service never imports the pipeline."""
     value = os.environ.get(LOG_DIR_ENV)
     if value is None:
         home = os.environ.get("TEXTOPS_HOME") or (

@@ -106,32 +106,40 @@ def graph_run_config(source: Path, selected: set[str] | None = None, **ops) -> d
     return {"ops": config}
 
 
-@pytest.fixture(scope="session")
-def approved_graph(tmp_path_factory):
-    """The graph through approved_model on tiny separable data, once per session: a real
-    model that learned positive vs negative words, registered in the session's BentoML store."""
+def materialize_selected(
+    store, selection: list[str], run_config: dict | None = None, raise_on_error: bool = True
+):
+    """Materialize `selection` out of the whole code location, with test resources."""
     import dagster as dg
 
     from orchestration import definitions
-    from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
+    from orchestration.resources import BentoModelStore, WandbTracker
 
-    root = tmp_path_factory.mktemp("graph")
-    source = write_tweeteval(root / "data", sizes=(160, 40, 40))
-    store = LocalArtifactStore(root=str(root / "store"))
-    result = dg.materialize(
+    return dg.materialize(
         [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=[
-            "raw_texts",
-            "text_splits",
-            "fine_tuned_model",
-            "evaluation_report",
-            "approved_model",
-        ],
+        selection=selection,
         resources={
             "store": store,
             "tracker": WandbTracker(mode="disabled"),
             "registry": BentoModelStore(),
         },
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.fixture(scope="session")
+def approved_graph(tmp_path_factory):
+    """The graph through approved_model on tiny separable data, once per session: a real
+    model that learned positive vs negative words, registered in the session's BentoML store."""
+    from orchestration.resources import LocalArtifactStore
+
+    root = tmp_path_factory.mktemp("graph")
+    source = write_tweeteval(root / "data", sizes=(160, 40, 40))
+    store = LocalArtifactStore(root=str(root / "store"))
+    result = materialize_selected(
+        store,
+        ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report", "approved_model"],
         run_config=graph_run_config(source),
     )
     decision = store.read_json(store.latest("approved_model")["path"])

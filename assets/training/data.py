@@ -11,7 +11,7 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bento.inference import sorted_batches
+from bento.inference import pad_batch, sorted_batches
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,7 @@ class EncodedDataset(Dataset):
 
 def collate(batch: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence of this batch, not to max_length."""
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (ids, _) in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
+    input_ids, attention_mask = pad_batch([ids for ids, _ in batch], pad_id)
     labels = torch.tensor([label for _, label in batch], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 

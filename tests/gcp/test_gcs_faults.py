@@ -1,13 +1,10 @@
 """The bucket goes away in the middle of a run: a clear error, and nothing half-visible."""
 
-import dagster as dg
 from dagster_gcp import GCSResource
 
 from assets import splits as splits_module
-from orchestration import definitions
 from orchestration.gcs import GcsArtifactStore
-from orchestration.resources import BentoModelStore, WandbTracker
-from tests.conftest import free_port, write_tweeteval
+from tests.conftest import free_port, materialize_selected, write_tweeteval
 from tests.gcp.test_gcs_store import upload_folder
 
 
@@ -41,14 +38,9 @@ def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
         return result
 
     monkeypatch.setattr(splits_module, "build_splits", build_then_lose_the_bucket)
-    result = dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["raw_texts", "text_splits"],
-        resources={
-            "store": store,
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+    result = materialize_selected(
+        store,
+        ["raw_texts", "text_splits"],
         run_config={"ops": {"raw_texts": {"config": {"source": uri}}}},
         raise_on_error=False,
     )

@@ -6,8 +6,8 @@ import pytest
 
 from assets.sources import SourceError, gcs_client, read_source
 from orchestration import definitions
-from orchestration.resources import BentoModelStore, MissingArtifactError, WandbTracker
-from tests.conftest import GRAPH_TRAIN, write_tweeteval
+from orchestration.resources import MissingArtifactError
+from tests.conftest import GRAPH_TRAIN, materialize_selected, write_tweeteval
 
 
 def upload_folder(bucket: str, prefix: str, folder) -> str:
@@ -54,14 +54,9 @@ def test_graph_through_evaluation_on_gcs(gcs_store, gcs_emulator, tmp_path):
     uri = upload_folder(
         gcs_emulator["bucket"], "sources/small", write_tweeteval(tmp_path / "d", sizes=(80, 24, 24))
     )
-    result = dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"],
-        resources={
-            "store": gcs_store,
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+    result = materialize_selected(
+        gcs_store,
+        ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"],
         run_config={
             "ops": {
                 "raw_texts": {"config": {"source": uri}},

@@ -8,20 +8,14 @@ import dagster as dg
 import pytest
 
 from bento.registry import approved_models
-from orchestration import definitions
-from orchestration.resources import BentoModelStore, WandbTracker
-from tests.conftest import graph_run_config
+from orchestration.resources import BentoModelStore
+from tests.conftest import graph_run_config, materialize_selected
 
 
 def approve(store, source, **approval) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["approved_model"],
-        resources={
-            "store": store,
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+    return materialize_selected(
+        store,
+        ["approved_model"],
         run_config=graph_run_config(source, {"approved_model"}, approved_model=approval),
         raise_on_error=False,
     )

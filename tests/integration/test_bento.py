@@ -4,24 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from orchestration import definitions
-from orchestration.resources import BentoModelStore, WandbTracker
+from tests.conftest import materialize_selected
 
 
 @pytest.fixture(scope="module")
 def built(approved_graph):
-    result = dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["bento"],
-        resources={
-            "store": approved_graph["store"],
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
-    )
+    result = materialize_selected(approved_graph["store"], ["bento"])
     return result.asset_materializations_for_node("bento")[0].metadata
 
 

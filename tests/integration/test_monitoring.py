@@ -6,9 +6,7 @@ import dagster as dg
 import polars as pl
 
 from bento.serving_log import ServingLog
-from orchestration import definitions
-from orchestration.resources import BentoModelStore, WandbTracker
-from tests.conftest import tiny_rows, write_tweeteval
+from tests.conftest import materialize_selected, tiny_rows, write_tweeteval
 from tests.integration.test_data_assets import DATA_ASSETS, failure_message, materialize_data
 
 
@@ -74,14 +72,9 @@ def test_empty_texts_in_a_landed_file_stop_the_run_at_a_blocking_check(
 
 
 def monitor(approved_graph, log_dir):
-    return dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["serving_log", "drift_report"],
-        resources={
-            "store": approved_graph["store"],
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+    return materialize_selected(
+        approved_graph["store"],
+        ["serving_log", "drift_report"],
         run_config={
             "ops": {
                 "serving_log": {"config": {"log_dir": str(log_dir)}},

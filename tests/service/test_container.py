@@ -6,11 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from orchestration import definitions
-from orchestration.resources import BentoModelStore, WandbTracker
+from tests.conftest import materialize_selected
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,14 +28,9 @@ def test_containerized_bento_answers_classify(approved_graph):
     wheel = cpu_torch_wheel()
     if wheel is None:
         pytest.skip("no local CPU torch wheel (set TEXTOPS_TORCH_WHEEL)")
-    result = dg.materialize(
-        [*definitions.ASSETS, *definitions.ASSET_CHECKS],
-        selection=["bento"],
-        resources={
-            "store": approved_graph["store"],
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+    result = materialize_selected(
+        approved_graph["store"],
+        ["bento"],
         run_config={"ops": {"bento": {"config": {"torch_wheel": wheel}}}},
     )
     tag = result.asset_materializations_for_node("bento")[0].metadata["bento_tag"].value
