@@ -12,6 +12,7 @@ from pydantic import Field
 
 from assets.evaluate import EvaluationConfig, evaluation_report, score_predictions
 from assets.gate import Decision, GateRules, Scores, decide
+from assets.numbers import numeric_metadata
 from assets.training.predict import load_classifier, predict_proba
 from orchestration.resources import ArtifactStore, ModelRegistry, RegisteredModel
 
@@ -222,9 +223,13 @@ def approved_model(
             "decision": dg.MetadataValue.md(markdown),
             "summary": dg.MetadataValue.text(decision.summary),
             "served_tag": dg.MetadataValue.text(str(record["served_tag"])),
-            f"challenger_{challenger.metric}": challenger.value,
-            f"champion_{challenger.metric}": float(reference.value) if reference else float("nan"),
-            "delta": float(challenger.value - reference.value) if reference else float("nan"),
+            **numeric_metadata(
+                {
+                    f"challenger_{challenger.metric}": challenger.value,
+                    f"champion_{challenger.metric}": reference.value if reference else None,
+                    "delta": challenger.value - reference.value if reference else None,
+                }
+            ),
             "lineage": dg.MetadataValue.json(lineage),
         },
     )

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from assets import drift_metrics as dm
+from assets.numbers import numeric_metadata
 from assets.plots import length_histograms, markdown_image
 from assets.serving_log import serving_log
 from orchestration.resources import ArtifactStore, ModelRegistry
@@ -201,11 +202,13 @@ def drift_report(
     metadata: dict[str, Any] = {
         "drifted": drifted,
         "reasons": dg.MetadataValue.json(reasons),
-        "served_predictions": served.height,
         "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
         "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
     }
-    metadata |= {name: float(f["value"]) for name, f in findings.items()}
+    metadata |= numeric_metadata(
+        {"served_predictions": served.height}
+        | {name: float(f["value"]) for name, f in findings.items()}
+    )
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
 
 

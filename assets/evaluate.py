@@ -12,6 +12,7 @@ from pydantic import Field
 
 from assets import metrics
 from assets.baseline import tfidf_logistic_regression
+from assets.numbers import numeric_metadata
 from assets.plots import confusion_matrix, markdown_image
 from assets.train import fine_tuned_model
 from assets.training.predict import load_classifier, predict_proba
@@ -162,16 +163,23 @@ def evaluation_report(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            config.metric: model_scores["value"],
-            f"{config.metric}_ci_low": model_scores["ci95"][0],
-            f"{config.metric}_ci_high": model_scores["ci95"][1],
-            "accuracy": model_scores["accuracy"],
-            "ece": model_scores["ece"],
-            f"baseline_{config.metric}": report["baseline"]["value"],
-            "delta_vs_baseline": report["delta_vs_baseline"],
-            "samples_per_s": report["speed"]["samples_per_s"],
-            "latency_ms_p50": report["speed"]["latency_ms_p50"],
-            "test_rows": len(texts),
+            **numeric_metadata(
+                {
+                    config.metric: model_scores["value"],
+                    f"{config.metric}_ci_low": model_scores["ci95"][0],
+                    f"{config.metric}_ci_high": model_scores["ci95"][1],
+                    "accuracy": model_scores["accuracy"],
+                    "ece": model_scores["ece"],
+                    f"baseline_{config.metric}": report["baseline"]["value"],
+                    "delta_vs_baseline": report["delta_vs_baseline"],
+                    **{
+                        f"f1/{name}": scores["f1"]
+                        for name, scores in model_scores["per_class"].items()
+                    },
+                    **report["speed"],
+                    "test_rows": len(texts),
+                }
+            ),
             "report": dg.MetadataValue.md(markdown),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
             "path": dg.MetadataValue.path(store.uri(prefix)),

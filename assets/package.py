@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field
 
 from assets.approve import approved_model
+from assets.numbers import numeric_metadata
 from orchestration.resources import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def bento(
         metadata={
             "bento_tag": dg.MetadataValue.text(tag),
             "model_tag": dg.MetadataValue.text(model_tag),
-            "size_mb_with_model": size / 1e6,
+            **numeric_metadata({"size_mb_with_model": size / 1e6}),
             "dockerfile": dg.MetadataValue.path(str(dockerfile)),
             "bento_path": dg.MetadataValue.path(str(path)),
             "containerize": dg.MetadataValue.text(f"scripts/containerize.sh {tag}"),

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.numbers import class_shares, numeric_metadata
 from assets.sources import DEFAULT_SOURCE, landed_files, read_landed, read_source
 from assets.versioning import frame_hash
 from orchestration.resources import ArtifactStore, cache_dir, default_home
@@ -101,7 +102,11 @@ def raw_texts(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(content_hash),
         metadata={
-            "rows": frame.height,
+            **numeric_metadata(
+                {"dagster/row_count": frame.height, "rows": frame.height}
+                | class_shares(class_counts(frame))
+                | {"landed_files_count": len(landed)}
+            ),
             "rows_per_split": dg.MetadataValue.json(per_split),
             "rows_per_class": dg.MetadataValue.json(class_counts(frame)),
             "rows_per_split_and_class": dg.MetadataValue.json(class_counts(frame, "source_split")),

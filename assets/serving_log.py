@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.numbers import numeric_metadata
 from bento.serving_log import default_log_dir
 from orchestration.resources import ArtifactStore
 
@@ -103,11 +104,15 @@ def serving_log(
     context.log.info(f"{frame.height} predictions since {since:.0f}; {torn} torn lines skipped")
     return dg.MaterializeResult(
         metadata={
-            "predictions": frame.height,
-            "torn_lines_skipped": torn,
+            **numeric_metadata(
+                {
+                    "predictions": frame.height,
+                    "torn_lines_skipped": torn,
+                    "latency_ms_p50": frame["latency_ms"].median(),
+                    "window_hours": config.window_hours,
+                }
+            ),
             "models": dg.MetadataValue.json(sorted(frame["model_tag"].unique().to_list())),
             "label_counts": dg.MetadataValue.json(dict(frame.group_by("label").len().iter_rows())),
-            "latency_ms_p50": float(frame["latency_ms"].median()),
-            "window_hours": config.window_hours,
         }
     )

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.numbers import class_shares, numeric_metadata
 from assets.raw import class_counts, raw_texts
 from assets.versioning import combined_hash, frame_hash
 from orchestration.resources import ArtifactStore
@@ -132,10 +133,13 @@ def text_splits(
     )
     sizes = {name: frame.height for name, frame in result.splits.items()}
     context.log.info(f"splits {sizes}; dropped {result.drops}")
-    metadata: dict[str, Any] = {f"{name}_rows": size for name, size in sizes.items()}
+    numbers: dict[str, float | int] = {"dagster/row_count": sum(sizes.values())}
+    numbers |= {f"{name}_rows": size for name, size in sizes.items()}
+    numbers |= {f"dropped_{reason}": count for reason, count in sorted(result.drops.items())}
+    numbers["dropped_total"] = sum(result.drops.values())
+    numbers |= class_shares(class_counts(result.splits["train"]), prefix="train_share")
+    metadata: dict[str, Any] = numeric_metadata(numbers)
     metadata |= {f"{name}_hash": dg.MetadataValue.text(h) for name, h in hashes.items()}
-    metadata |= {f"dropped_{reason}": count for reason, count in sorted(result.drops.items())}
-    metadata["dropped_total"] = sum(result.drops.values())
     metadata["class_balance"] = dg.MetadataValue.json(
         {name: class_balance(frame) for name, frame in result.splits.items()}
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.numbers import numeric_metadata
 from assets.plots import markdown_image, training_curves
 from assets.splits import text_splits
 from assets.training.config import FineTuneConfig
@@ -86,13 +87,17 @@ def fine_tuned_model(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            "best_val_macro_f1": outcome.best_val_macro_f1,
-            "best_epoch": outcome.best_epoch,
-            "best_step": outcome.best_step,
-            "global_step": outcome.global_step,
-            "resumed_from_step": outcome.resumed_from_step if outcome.resumed_from_step else 0,
-            "wall_time_s": outcome.wall_time_s,
-            "train_samples_per_s": outcome.train_samples_per_s,
+            **numeric_metadata(
+                {
+                    "best_val_macro_f1": outcome.best_val_macro_f1,
+                    "best_epoch": outcome.best_epoch,
+                    "best_step": outcome.best_step,
+                    "global_step": outcome.global_step,
+                    "resumed_from_step": outcome.resumed_from_step or 0,
+                    "wall_time_s": outcome.wall_time_s,
+                    "train_samples_per_s": outcome.train_samples_per_s,
+                }
+            ),
             "device": outcome.device,
             "precision": outcome.precision,
             "text_splits_version": dg.MetadataValue.text(splits["version"]),

@@ -1,0 +1,32 @@
+"""Numeric asset metadata the Dagster UI can chart across materializations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import dagster as dg
+
+
+def numeric_metadata(
+    values: Mapping[str, float | int | None], digits: int = 4
+) -> dict[str, dg.MetadataValue]:
+    """Ints stay ints, floats are rounded to `digits` decimals, None and NaN are left out (a
+    missing point, not a NaN, is what the UI's plot of a key across materializations expects)."""
+    metadata: dict[str, dg.MetadataValue] = {}
+    for key, value in values.items():
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            metadata[key] = dg.MetadataValue.int(value)
+        elif math.isfinite(value):
+            metadata[key] = dg.MetadataValue.float(round(float(value), digits))
+    return metadata
+
+
+def class_shares(counts: Mapping[str, int], prefix: str = "share") -> dict[str, float]:
+    """`{prefix}/<class>`: each class's share of the rows, and the smallest share."""
+    total = sum(counts.values()) or 1
+    shares = {f"{prefix}/{name}": count / total for name, count in counts.items()}
+    shares[f"{prefix}/minority"] = min(counts.values(), default=0) / total
+    return shares
