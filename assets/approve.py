@@ -13,6 +13,7 @@ from pydantic import Field
 from assets.evaluate import EvaluationConfig, evaluation_report, score_predictions
 from assets.gate import Decision, GateRules, Scores, decide
 from assets.numbers import numeric_metadata
+from assets.progress import Log
 from assets.training.predict import load_classifier, predict_proba
 from orchestration.resources import ArtifactStore, ModelRegistry, RegisteredModel
 
@@ -43,7 +44,11 @@ def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
 
 
 def champion_scores(
-    champion: RegisteredModel, store: ArtifactStore, splits: dict[str, Any], metric: str, log
+    champion: RegisteredModel,
+    store: ArtifactStore,
+    splits: dict[str, Any],
+    metric: str,
+    log: Log,
 ) -> Scores:
     """The champion's scores on the current test split: recorded ones when the split is the
     one it was scored on, recomputed otherwise."""
@@ -57,7 +62,9 @@ def champion_scores(
     test = store.read_parquet(splits["paths"]["test"])
     model, tokenizer = load_classifier(champion.path)
     max_length = int(champion.metadata.get("max_length", 128))
-    probabilities = predict_proba(model, tokenizer, test["text"].to_list(), max_length)
+    probabilities = predict_proba(
+        model, tokenizer, test["text"].to_list(), max_length, log=log, what="rescoring champion"
+    )
     scored = score_predictions(
         test["label"].to_numpy(),
         probabilities.probabilities,

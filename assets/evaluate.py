@@ -100,8 +100,9 @@ def evaluation_report(
 
     model, tokenizer = load_classifier(store.local_dir(model_manifest["path"]))
     max_length = model_manifest["max_length"]
-    context.log.info(f"predicting {len(texts)} test texts")
-    predictions = predict_proba(model, tokenizer, texts, max_length, config.batch_size)
+    predictions = predict_proba(
+        model, tokenizer, texts, max_length, config.batch_size, context.log.info, "test split"
+    )
     latencies = []
     for text in texts[: config.latency_samples]:
         started = time.perf_counter()

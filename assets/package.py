@@ -1,10 +1,13 @@
 """`bento`: `bentoml build` of bento/ for the approved model, labelled with its lineage."""
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +16,7 @@ from pydantic import Field
 
 from assets.approve import approved_model
 from assets.numbers import numeric_metadata
+from assets.progress import Log
 from orchestration.resources import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,19 +61,64 @@ def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
     return out
 
 
-def _bentoml(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> str:
-    command = [str(Path(sys.executable).parent / "bentoml"), *args]
-    result = subprocess.run(
-        command,
+def _bentoml(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+    log: Log | None = None,
+    every_s: float = 15.0,
+) -> str:
+    """stdout of `bentoml *args`; with `log`, its stderr lines as they come and a line every
+    `every_s` seconds while it is quiet, so a long build shows that it is alive."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"`bentoml {' '.join(args)}` failed:\n{result.stderr[-4000:]}")
-    return result.stdout
+    lines: queue.Queue[str | None] = queue.Queue()
+    stdout: list[str] = []
+    readers = [
+        threading.Thread(target=_drain, args=(process.stderr, lines), daemon=True),
+        threading.Thread(target=lambda: stdout.extend(process.stdout), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    stderr: list[str] = []
+    while (line := _next_line(lines, started + timeout, every_s)) is not None:
+        if time.monotonic() > started + timeout:
+            process.kill()
+            raise RuntimeError(f"`bentoml {args[0]}` did not finish in {timeout} s")
+        if line == "":
+            if log:
+                log(f"bentoml {args[0]}: still running after {time.monotonic() - started:.0f} s")
+            continue
+        stderr.append(line)
+        if log and line.strip():
+            log(f"bentoml {args[0]}: {line.rstrip()}")
+    process.wait()
+    for reader in readers:
+        reader.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"`bentoml {' '.join(args)}` failed:\n{''.join(stderr)[-4000:]}")
+    return "".join(stdout)
+
+
+def _drain(stream, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _next_line(lines: queue.Queue[str | None], deadline: float, every_s: float) -> str | None:
+    """The next stderr line, None at its end, "" when nothing came for `every_s` seconds."""
+    try:
+        return lines.get(timeout=max(min(every_s, deadline - time.monotonic()), 0.01))
+    except queue.Empty:
+        return ""
 
 
 def folder_size(path: Path) -> int:
@@ -103,6 +152,7 @@ def bento(
         }
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     context.log.info(f"bentoml build of {config.bentofile} for {model_tag}")
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         bentofile = ROOT / config.bentofile
         if config.torch_wheel:
@@ -118,6 +168,7 @@ def bento(
             "tag",
             *label_args,
             env={"TEXTOPS_MODEL_TAG": model_tag},
+            log=context.log.info,
         )
     tag = output.strip().splitlines()[-1].removeprefix("__tag__:")
     path = Path(_bentoml("get", tag, "-o", "path").strip())
@@ -125,7 +176,9 @@ def bento(
     # BentoML keeps the model in its model store and copies it in on export / containerize.
     model_path = Path(_bentoml("models", "get", model_tag, "-o", "path").strip())
     size = folder_size(path) + folder_size(model_path)
-    context.log.info(f"built {tag} ({size / 1e6:.1f} MB with the model)")
+    context.log.info(
+        f"built {tag} in {time.monotonic() - started:.0f} s ({size / 1e6:.1f} MB with the model)"
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(tag),
         metadata={

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from assets.progress import Log, Progress
 
 DEFAULT_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
 
@@ -39,8 +40,6 @@ RAW_SCHEMA = {
     "label_name": pl.String,
     "source_split": pl.String,
 }
-
-Log = Callable[[str], None]
 
 
 class SourceError(ValueError):
@@ -390,17 +389,13 @@ def fetch(url: str, cache: Path, log: Log) -> bytes:
 
 def _read_with_progress(response, url: str, log: Log, every_s: float = 2.0) -> bytes:
     total = int(response.headers.get("Content-Length") or 0)
-    chunks, done, start, last = [], 0, time.monotonic(), 0.0
+    progress = Progress(log, f"downloading {url}", total / 1e6, "MB", every_s)
+    chunks, done = [], 0
     while chunk := response.read(1 << 16):
         chunks.append(chunk)
         done += len(chunk)
-        now = time.monotonic()
-        if now - last >= every_s:
-            last = now
-            rate = done / max(now - start, 1e-9) / 1e6
-            share = f" of {total / 1e6:.1f} MB ({done / total:.0%})" if total else ""
-            log(f"{url}: {done / 1e6:.1f} MB{share} at {rate:.1f} MB/s")
-    log(f"{url}: downloaded {done / 1e6:.2f} MB in {time.monotonic() - start:.1f} s")
+        progress.update(done / 1e6)
+    progress.finish()
     return b"".join(chunks)
 
 

@@ -3,6 +3,8 @@ and the evaluation. Depends on torch only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -27,15 +29,25 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 @torch.inference_mode()
 def predict_proba(
-    model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32
+    model,
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Class probabilities, shape (len(texts), num_labels), in the order of `texts`."""
+    """Class probabilities, shape (len(texts), num_labels), in the order of `texts`;
+    `on_batch(texts done so far)` after each micro-batch."""
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id or 0
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    done = 0
     for batch in sorted_batches([len(x) for x in ids], batch_size):
         input_ids, mask = pad_batch([ids[i] for i in batch], pad)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
         out[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(done)
     return out

@@ -30,6 +30,9 @@ class FineTuneConfig(dg.Config):
     checkpoint_every_n_steps: int = Field(
         100, ge=1, description="Steps between resumable checkpoints"
     )
+    progress_every_s: float = Field(
+        30.0, gt=0, description="Seconds between progress lines (step, samples/s, ETA) in the log"
+    )
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = Field("auto", description="Lightning devices: auto, a count, or '0,1'")
     strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ...")
@@ -53,6 +56,7 @@ class FineTuneConfig(dg.Config):
             "strategy",
             "num_nodes",
             "checkpoint_every_n_steps",
+            "progress_every_s",
         }
         settings = {k: v for k, v in self.model_dump().items() if k not in excluded}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

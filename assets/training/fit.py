@@ -120,7 +120,7 @@ def fine_tune(
     if resume:
         log(f"resuming from {last}")
     best = BestWeights(checkpoint_dir)
-    progress = ProgressLog(log, len(train_labels))
+    progress = ProgressLog(log, len(train_labels), config.progress_every_s)
     all_callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=checkpoint_dir,

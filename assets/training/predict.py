@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assets.progress import Log, Progress
 from bento.inference import predict_proba as _predict_proba
 
 
@@ -31,9 +32,22 @@ def load_classifier(model_dir: Path):
 
 
 def predict_proba(
-    model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64
+    model,
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 64,
+    log: Log | None = None,
+    what: str = "predicting",
 ) -> Predictions:
-    """Class probabilities in the order of `texts`, with the wall time they took."""
+    """Class probabilities in the order of `texts`, with the wall time they took; with `log`,
+    progress lines (texts done, texts/s, ETA) every few seconds and a closing line."""
+    progress = Progress(log, what, len(texts), "texts") if log else None
     started = time.perf_counter()
-    probabilities = _predict_proba(model, tokenizer, texts, max_length, batch_size)
-    return Predictions(probabilities, time.perf_counter() - started)
+    probabilities = _predict_proba(
+        model, tokenizer, texts, max_length, batch_size, progress.update if progress else None
+    )
+    seconds = time.perf_counter() - started
+    if progress:
+        progress.finish()
+    return Predictions(probabilities, seconds)

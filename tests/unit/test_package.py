@@ -1,6 +1,7 @@
+import pytest
 import yaml
 
-from assets.package import ROOT, with_torch_wheel
+from assets.package import ROOT, _bentoml, with_torch_wheel
 
 
 def test_local_torch_wheel_replaces_torch_and_its_index(tmp_path):
@@ -23,3 +24,18 @@ def test_cpu_bentofile_takes_torch_from_the_cpu_index():
     gpu = yaml.safe_load((ROOT / "bento" / "bentofile.gpu.yaml").read_text())
     assert not any(p.startswith("--extra-index-url") for p in gpu["python"]["packages"])
     assert gpu["docker"]["cuda_version"]
+
+
+def test_bentoml_output_reaches_the_log_with_a_heartbeat_while_quiet():
+    logs: list[str] = []
+    # `bentoml list` is quiet for longer than 0.05 s while Python starts
+    _bentoml("list", "-o", "json", log=logs.append, every_s=0.05)
+    assert any(line.startswith("bentoml list: still running after") for line in logs)
+
+
+def test_failed_bentoml_command_raises_with_its_stderr():
+    logs: list[str] = []
+    with pytest.raises(RuntimeError, match="bentoml get no-such-bento:v1` failed") as error:
+        _bentoml("get", "no-such-bento:v1", log=logs.append)
+    assert "no-such-bento" in str(error.value)
+    assert any(line.startswith("bentoml get: ") for line in logs)

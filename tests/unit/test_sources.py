@@ -139,7 +139,7 @@ def test_url_of_a_tweeteval_folder_is_downloaded_and_cached(http_folder, tmp_pat
     logs = []
     source = read_source(f"{base}/hate", tmp_path / "cache", logs.append)
     assert source.frame.height == 64
-    assert any("downloaded" in line for line in logs)
+    assert any(line.startswith("downloading http") and " done: " in line for line in logs)
     index = json.loads((tmp_path / "cache" / "downloads" / "index.json").read_text())
     assert len(index) == 7  # val and test labels share a blob: the cache is by content
     assert len(list((tmp_path / "cache" / "downloads" / "blobs").iterdir())) == 6
