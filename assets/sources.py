@@ -7,13 +7,14 @@ message that names the file and what is wrong with it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,14 @@ def read_source(uri: str, cache: Path, log: Log) -> RawSource:
     if uri.startswith("gs://"):
         return _read_gcs(uri, log)
     if uri.startswith("bigquery:"):
-        with bigquery_client() as client:
+        parse_bigquery(uri)  # a malformed URI is named before any client is made
+        with _google_credentials(uri), bigquery_client() as client:
             return read_bigquery(client, uri, log)
     if "://" in uri:
-        raise SourceError(f"{uri}: unsupported URI scheme; use a local path, gs:// or https://")
+        raise SourceError(
+            f"{uri}: unsupported URI scheme; use a local path, https://, gs://bucket/path, "
+            "bigquery://[project.]dataset.table or bigquery:SELECT …"
+        )
     path = Path(uri).expanduser()
     if not path.exists():
         raise SourceError(f"{uri}: no such file or folder")
@@ -272,7 +277,8 @@ def _read_gcs(uri: str, log: Log) -> RawSource:
 
     bucket_name, name = split_gcs_uri(uri)
     try:
-        bucket = gcs_client().bucket(bucket_name)
+        with _google_credentials(uri):
+            bucket = gcs_client().bucket(bucket_name)
         if name.lower().endswith(TABLE_SUFFIXES):
             blob = bucket.blob(name)
             if not blob.exists():
@@ -301,24 +307,47 @@ def bigquery_client():
     return BigQueryResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
 
 
+@contextlib.contextmanager
+def _google_credentials(uri: str) -> Iterator[None]:
+    """Turns "no credentials" from the Google client libraries into what to do about it."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        yield
+    except DefaultCredentialsError:
+        raise SourceError(
+            f"{uri}: no Google Cloud credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a "
+            "service-account key file or run `gcloud auth application-default login`, and set "
+            "GOOGLE_CLOUD_PROJECT"
+        ) from None
+
+
+def parse_bigquery(uri: str) -> tuple[str, str]:
+    """("query", SQL) or ("table", "[project.]dataset.table") of a bigquery: URI."""
+    spec = uri.removeprefix("bigquery:")
+    if spec.lstrip().lower().startswith(("select", "with")):
+        return "query", spec
+    table_id = spec.removeprefix("//")
+    parts = table_id.split(".")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise SourceError(
+            f"{uri}: expected bigquery://[project.]dataset.table or bigquery:SELECT text, "
+            "label FROM …"
+        )
+    return "table", table_id
+
+
 def read_bigquery(client, uri: str, log: Log) -> RawSource:
     """`bigquery://project.dataset.table` (or `dataset.table`) or `bigquery:SELECT …`: rows with
     `text` and `label` (id or name) and optionally `split`."""
-    spec = uri.removeprefix("bigquery:")
+    kind, spec = parse_bigquery(uri)
     try:
-        if spec.lstrip().lower().startswith(("select", "with")):
+        if kind == "query":
             log("running the BigQuery query")
             table = client.query(spec).to_dataframe()
         else:
-            table_id = spec.removeprefix("//")
-            if table_id.count(".") not in (1, 2):
-                raise SourceError(
-                    f"{uri}: expected bigquery://[project.]dataset.table or bigquery:SELECT ..."
-                )
-            log(f"reading BigQuery table {table_id}")
-            table = client.list_rows(table_id).to_dataframe()
-    except SourceError:
-        raise
+            log(f"reading BigQuery table {spec}")
+            table = client.list_rows(spec).to_dataframe()
     except Exception as error:  # google-cloud-bigquery raises many error types
         raise SourceError(f"{uri}: BigQuery read failed: {error}") from None
     return frame_to_source(pl.from_pandas(table), uri)

@@ -168,3 +168,29 @@ def test_url_folder_with_missing_file(http_folder, tmp_path):
 def test_unreachable_url_says_to_set_a_local_source(tmp_path):
     with pytest.raises(SourceError, match="set TEXTOPS_SOURCE to a local copy"):
         fetch("http://127.0.0.1:9/hate/mapping.txt", tmp_path / "cache", lambda m: None)
+
+
+@pytest.mark.parametrize(
+    "uri, advice",
+    [
+        ("s3://bucket/data.csv", "use a local path, https://, gs://bucket/path, bigquery://"),
+        ("gs://", "a gs:// URI needs a bucket, e.g. gs://my-bucket/data/hate"),
+        ("bigquery://", "expected bigquery://[project.]dataset.table or bigquery:SELECT"),
+        ("bigquery://dataset..table", "expected bigquery://[project.]dataset.table"),
+    ],
+)
+def test_malformed_uri_says_what_to_write(tmp_path, uri, advice):
+    with pytest.raises(SourceError) as error:
+        read(uri, tmp_path)
+    assert str(error.value).startswith(f"{uri}: ") and advice in str(error.value)
+
+
+@pytest.mark.parametrize("uri", ["gs://my-bucket/data/hate", "bigquery://project.dataset.table"])
+def test_google_sources_without_credentials_say_how_to_log_in(tmp_path, monkeypatch, uri):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on a Google Cloud VM: no metadata server
+    with pytest.raises(SourceError, match="no Google Cloud credentials found") as error:
+        read(uri, tmp_path)
+    assert "gcloud auth application-default login" in str(error.value)
