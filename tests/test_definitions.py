@@ -1,6 +1,7 @@
 """The code location loads, names every asset of the design, and validates from the CLI."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,23 @@ def test_unknown_executor_is_named():
     with pytest.raises(ValueError, match="TEXTOPS_EXECUTOR='spark' is not one of"):
         definitions.executor_for("spark")
     assert definitions.executor_for("multiprocess") is None
+
+
+def test_readme_set_up_commands_are_the_ones_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Quickstart")
+    quickstart = readme[start : readme.index("\n## ", start + 1)]
+    install, tests = [block.split("\n")[1] for block in quickstart.split("```bash")[1:3]]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests == ci[-1] == ".venv/bin/python -m pytest"
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints.txt")
+    assert next(line for line in ci if "pip install" in line).split(" -q ")[1] in install
+    assert "dagster job execute -m orchestration.definitions -j pipeline" in install
+
+
+def test_readme_screenshots_exist():
+    readme = (ROOT / "README.md").read_text()
+    images = re.findall(r"!\[[^]]*\]\((docs/images/[^)]+)\)", readme)
+    assert len(images) >= 6
+    for image in images:
+        assert (ROOT / image).is_file(), image
