@@ -75,9 +75,10 @@ def wait_until_up(process: subprocess.Popen, url: str, log: Path, limit_s: float
     raise TimeoutError(f"{url} did not answer in {limit_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def cli(env: dict[str, str], *args: str, config: Path) -> subprocess.CompletedProcess:
+def cli(env: dict[str, str], *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+    options = ["-c", str(config)] if config else []
     return subprocess.run(
-        [str(BIN / "dagster"), *args, "-m", "orchestration.definitions", "-c", str(config)],
+        [str(BIN / "dagster"), *args, "-m", "orchestration.definitions", *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -229,3 +230,20 @@ def bento_service(pipeline_run) -> Iterator[str]:
         yield base
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def monitor_run(bento_service, dagster_ui, pipeline_run) -> str:
+    """Traffic unlike the training tweets through the service, then the `monitor` job over
+    the service's prediction log; the UI's base URL."""
+    for start in range(0, 60, 20):
+        texts = [
+            f"Order {i} arrived {i % 5 + 2} days late, the box was crushed and the charger "
+            f"is missing. I want a refund for item {1000 + i}."
+            for i in range(start, start + 20)
+        ]
+        response = httpx.post(f"{bento_service}/classify", json={"texts": texts}, timeout=60)
+        assert response.status_code == 200, response.text
+    result = cli(pipeline_run, "job", "execute", "-j", "monitor")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return dagster_ui

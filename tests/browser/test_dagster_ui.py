@@ -5,6 +5,7 @@ import re
 
 import dagster as dg
 import pytest
+from playwright.sync_api import expect
 
 from tests.test_definitions import DESIGN_ASSETS, MONITORING_ASSETS
 
@@ -38,15 +39,14 @@ def test_evaluation_report_shows_its_table_and_confusion_matrix(dagster_ui, page
     page.set_viewport_size(TALL)
     page.goto(f"{dagster_ui}/assets/evaluation_report")
     report = metadata_row(page, "report")
-    report.wait_for()
     # the report's markdown renders as text and a per-class table
-    assert re.search(r"macro f1: \d\.\d{4}", report.inner_text())
+    expect(report).to_contain_text(re.compile(r"macro f1: \d\.\d{4} \(95 % CI"))
     table = report.locator("table")
+    expect(table.locator("tbody tr")).to_have_count(2)
     assert table.locator("th").all_inner_texts()[:4] == ["class", "precision", "recall", "F1"]
-    assert table.locator("tbody tr").count() == 2
     for key in ("macro_f1", "macro_f1_ci_low", "baseline_macro_f1", "latency_ms_p50"):
-        value = metadata_row(page, key).locator("td").last.inner_text()
-        assert re.fullmatch(r"[\d.]+", value.strip()), (key, value)
+        value = metadata_row(page, key).locator("td").last
+        expect(value).to_have_text(re.compile(r"^\s*\d+(\.\d+)?\s*$"))
     screenshot(page, "evaluation-report")
 
     metadata_row(page, "confusion_matrix").get_by_text("[Show Markdown]").click()
@@ -70,15 +70,13 @@ def test_training_curves_are_shown(dagster_ui, page):
 def test_approval_decision_reads_as_a_sentence(dagster_ui, page, screenshot):
     page.set_viewport_size(TALL)
     page.goto(f"{dagster_ui}/assets/approved_model")
-    summary = metadata_row(page, "summary")
-    summary.wait_for()
-    sentence = summary.locator("td").last.inner_text().strip()
-    assert re.fullmatch(
-        r"approved: macro F1 \d\.\d\d \[CI \d\.\d\d–\d\.\d\d\], no champion yet", sentence
-    ), sentence
+    summary = metadata_row(page, "summary").locator("td").last
+    expect(summary).to_have_text(
+        re.compile(r"^approved: macro F1 \d\.\d\d \[CI \d\.\d\d–\d\.\d\d\], no champion yet$")
+    )
     decision = metadata_row(page, "decision")
-    assert sentence in decision.inner_text()
-    assert decision.locator("table th").first.inner_text() == "rule"
+    expect(decision).to_contain_text(summary.inner_text().strip())
+    expect(decision.locator("table th").first).to_have_text("rule")
     screenshot(page, "approved-model")
 
 
@@ -96,25 +94,36 @@ def test_run_log_shows_progress(dagster_ui, pipeline_run, page, needle, pattern)
     run = instance.get_runs(filters=dg.RunsFilter(job_name="pipeline"), limit=1)[0]
     page.goto(f"{dagster_ui}/runs/{run.run_id}")
     page.get_by_placeholder("Filter…").fill(needle)
-    line = page.get_by_text(re.compile(pattern)).first
-    line.wait_for()
-    assert line.is_visible()
+    expect(page.get_by_text(re.compile(pattern)).first).to_be_visible()
 
 
-def check_status(page, name: str) -> str:
+def test_drift_report_renders_its_table_and_plot(monitor_run, page, screenshot):
+    page.goto(f"{monitor_run}/assets/drift_report")
+    row = metadata_row(page, "report")
+    row.wait_for()
+    row.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    image = dialog.locator("img[alt='text lengths']")
+    image.wait_for()
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 100
+    expect(dialog).to_contain_text(re.compile(r"(drift detected|no drift) over \d+ served"))
+    assert dialog.locator("table th").all_inner_texts() == ["statistic", "value", "detail", "drift"]
+    assert dialog.locator("table tbody tr").count() >= 4
+    screenshot(dialog, "drift-report")
+
+
+def check_status(page, name: str):
     """The status under a check's name in an asset's list of checks."""
     item = page.locator(f"span:has(> div[title='{name}'])").first
-    item.wait_for()
-    return item.locator(":scope > span").last.inner_text().strip()
+    return item.locator(":scope > span").last
 
 
 def test_failed_blocking_check_is_shown_as_failed(failed_check_run, page, screenshot):
     page.goto(f"{failed_check_run}/assets/raw_texts?view=checks")
-    assert check_status(page, "empty_text_share") == "Failed"
+    expect(check_status(page, "empty_text_share")).to_have_text("Failed")
     for passed in ("schema", "labels_in_label_set", "text_not_null"):
-        assert check_status(page, passed) == "Succeeded", passed
+        expect(check_status(page, passed)).to_have_text("Succeeded")
     # the selected check's page says it blocks and why it failed
-    page.get_by_text("This is a", exact=False).first.wait_for()
-    assert "blocking" in page.get_by_text("asset check.", exact=False).first.inner_text()
-    assert page.get_by_text(re.compile(r"share of empty texts 15\.625%")).first.is_visible()
+    expect(page.get_by_text(re.compile(r"This is a\s+blocking\s+asset check"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"share of empty texts 15\.625%")).first).to_be_visible()
     screenshot(page, "failed-check")
