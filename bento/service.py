@@ -36,6 +36,7 @@ Texts = Annotated[
         min_length=1,
         max_length=MAX_TEXTS,
         description=f"1 to {MAX_TEXTS} texts of 1 to {MAX_CHARS} characters (after trimming)",
+        json_schema_extra={"example": ["What a wonderful day!", "I hate waiting in line."]},
     ),
 ]
 

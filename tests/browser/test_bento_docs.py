@@ -15,7 +15,9 @@ def test_docs_page_sends_a_classify_request(bento_service, page, screenshot):
     operation = page.locator("#operations-Service_APIs-textops__classify")
     operation.locator(".opblock-summary").click()
     operation.get_by_role("button", name="Try it out").click()
-    operation.locator("textarea.body-param__text").fill(json.dumps({"texts": TEXTS}))
+    body = operation.locator("textarea.body-param__text")
+    assert json.loads(body.input_value())["texts"][0] == "What a wonderful day!"  # the example
+    body.fill(json.dumps({"texts": TEXTS}))
     with page.expect_response(lambda r: r.url.endswith("/classify")) as answer:
         operation.get_by_role("button", name="Execute").click()
     assert answer.value.status == 200
