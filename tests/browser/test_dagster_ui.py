@@ -14,13 +14,25 @@ pytestmark = pytest.mark.browser
 # DESIGN.md's asset keys: the public contract the lineage view must show.
 ALL_ASSETS = sorted(DESIGN_ASSETS | MONITORING_ASSETS)
 
-# tall enough for an asset page's whole metadata table in one picture
-TALL = {"width": 1440, "height": 1700}
+# wide and tall enough for an asset page's whole metadata table, unclipped, in one picture
+TALL = {"width": 1920, "height": 1500}
 
 
 def metadata_row(page, key: str):
     """The row of an asset page's metadata table whose key is `key`."""
     return page.locator("tr").filter(has=page.get_by_text(key, exact=True)).first
+
+
+def fits_in_view(locator) -> bool:
+    """The element ends inside its nearest scrolling ancestor: readable without scrolling."""
+    return locator.evaluate(
+        """element => {
+            let box = element.parentElement;
+            while (box && getComputedStyle(box).overflowX === "visible") box = box.parentElement;
+            const right = box ? box.getBoundingClientRect().right : window.innerWidth;
+            return element.getBoundingClientRect().right <= right + 1;
+        }"""
+    )
 
 
 def test_asset_graph_shows_every_asset(dagster_ui, page, screenshot):
@@ -74,6 +86,7 @@ def test_approval_decision_reads_as_a_sentence(dagster_ui, page, screenshot):
     expect(summary).to_have_text(
         re.compile(r"^approved: macro F1 \d\.\d\d \[CI \d\.\d\d–\d\.\d\d\], no champion yet$")
     )
+    assert fits_in_view(summary), "the sentence runs past the metadata table's edge"
     decision = metadata_row(page, "decision")
     expect(decision).to_contain_text(summary.inner_text().strip())
     expect(decision.locator("table th").first).to_have_text("rule")
