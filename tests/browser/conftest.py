@@ -150,17 +150,20 @@ def textops_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def pipeline_run(textops_env) -> dict[str, str]:
-    """The README's main job, `dagster job execute -j pipeline`, raw data to bento."""
+    """The README's main job, `dagster job execute -j pipeline`, raw data to bento, twice: the
+    second run trains another model (another seed) that the gate compares with the first."""
     root = Path(textops_env["TEXTOPS_ROOT"])
     real = SHARED_DATA / "hate"
     if (real / "train_text.txt").is_file():
         config = graph_run_config(real, raw_texts={"max_rows_per_split": 300}, **QUICK)
     else:
         config = graph_run_config(write_tweeteval(root / "data", sizes=(160, 40, 40)), **QUICK)
-    run_config = root / "pipeline.yaml"
-    run_config.write_text(yaml.safe_dump(config))
-    result = cli(textops_env, "job", "execute", "-j", "pipeline", config=run_config)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for seed in (42, 7):
+        config["ops"]["fine_tuned_model"]["config"]["seed"] = seed
+        run_config = root / f"pipeline-{seed}.yaml"
+        run_config.write_text(yaml.safe_dump(config))
+        result = cli(textops_env, "job", "execute", "-j", "pipeline", config=run_config)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return textops_env
 
 

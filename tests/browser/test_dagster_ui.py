@@ -83,8 +83,12 @@ def test_approval_decision_reads_as_a_sentence(dagster_ui, page, screenshot):
     page.set_viewport_size(TALL)
     page.goto(f"{dagster_ui}/assets/approved_model")
     summary = metadata_row(page, "summary").locator("td").last
+    # the second run's model against the first run's, which is the champion
     expect(summary).to_have_text(
-        re.compile(r"^approved: macro F1 \d\.\d\d \[CI \d\.\d\d–\d\.\d\d\], no champion yet$")
+        re.compile(
+            r"^(approved|rejected): macro F1 \d\.\d\d vs champion \d\.\d\d, [+-]\d\.\d\d "
+            r"\[CI \d\.\d\d–\d\.\d\d\](; failed .+)?$"
+        )
     )
     assert fits_in_view(summary), "the sentence runs past the metadata table's edge"
     decision = metadata_row(page, "decision")
