@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +12,8 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_DATA, free_port, graph_run_config, write_tweeteval
+from tests.processes import BIN, ROOT, bentoml_serve, running
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CHROMIUM = Path(os.environ.get("TEXTOPS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -41,38 +37,6 @@ QUICK = {
     },
     "evaluation_report": {"latency_samples": 8, "bootstrap_resamples": 200},
 }
-
-
-def _default_signals() -> None:
-    # `dagster dev` started from a script may inherit ignored SIGINT/SIGTERM; reset them so
-    # that stopping its process group stops it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def wait_until_up(process: subprocess.Popen, url: str, log: Path, limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:2]} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} did not answer in {limit_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 def cli(env: dict[str, str], *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
@@ -171,24 +135,14 @@ def pipeline_run(textops_env) -> dict[str, str]:
 def dagster_ui(pipeline_run) -> Iterator[str]:
     """`dagster dev` on 127.0.0.1 over the instance the pipeline ran in; its base URL."""
     port = free_port()
-    log = Path(pipeline_run["TEXTOPS_ROOT"]) / "dagster-dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1"]
-            + ["-p", str(port)],
-            cwd=ROOT,
-            env=pipeline_run,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_signals,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(process, f"{base}/server_info", log)
+    base = f"http://127.0.0.1:{port}"
+    with running(
+        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        pipeline_run,
+        Path(pipeline_run["TEXTOPS_ROOT"]) / "dagster-dev.log",
+        ready_url=f"{base}/server_info",
+    ):
         yield base
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -215,24 +169,14 @@ def failed_check_run(dagster_ui, textops_env) -> str:
 def bento_service(pipeline_run) -> Iterator[str]:
     """`bentoml serve` of the model the pipeline approved; its base URL."""
     port = free_port()
-    log = Path(pipeline_run["TEXTOPS_ROOT"]) / "bentoml-serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "bento.service:TextClassifier"]
-            + ["--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=pipeline_run,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_signals,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(process, f"{base}/readyz", log)
+    base = f"http://127.0.0.1:{port}"
+    with running(
+        bentoml_serve(port),
+        pipeline_run,
+        Path(pipeline_run["TEXTOPS_ROOT"]) / "bentoml-serve.log",
+        ready_url=f"{base}/readyz",
+    ):
         yield base
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,7 @@
 successful `retrain` run whose raw_texts includes the file."""
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,16 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import graph_run_config, write_tweeteval
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _default_signals() -> None:
-    # A child started from a script may inherit ignored SIGINT/SIGTERM; reset them so that
-    # stopping the process group stops the daemon.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+from tests.processes import BIN, ROOT, running
 
 
 @pytest.fixture
@@ -68,16 +57,11 @@ def test_landed_file_triggers_exactly_one_retrain_run(daemon_env, tmp_path):
         timeout=120,
     )
     assert started.returncode == 0, started.stderr[-2000:]
-    daemon = subprocess.Popen(
+    with running(
         [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-        cwd=ROOT,
-        env=daemon_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_default_signals,
-    )
-    try:
+        daemon_env,
+        tmp_path / "dagster-daemon.log",
+    ):
         pl.DataFrame(
             {
                 "text": ["@user a landed wonderful day", "@user a landed awful day"],
@@ -99,10 +83,3 @@ def test_landed_file_triggers_exactly_one_retrain_run(daemon_env, tmp_path):
         assert [f["file"] for f in landed] == ["landed.csv"]
         bento = instance.get_latest_materialization_event(dg.AssetKey("bento"))
         assert bento is not None and bento.run_id == run.run_id
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=30)

@@ -2,10 +2,7 @@
 
 import importlib
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,8 +10,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import free_port
+from tests.processes import ROOT, bentoml_serve, running
 
-ROOT = Path(__file__).resolve().parents[2]
 CLEAR = [
     "@user tweet 901: such a wonderful day, happy too",
     "@user tweet 902: such a horrible day, cruel too",
@@ -91,46 +88,12 @@ def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):
 
 
 @pytest.fixture(scope="module")
-def served(approved_graph):
+def served(approved_graph, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"], "TEXTOPS_MAX_LATENCY_MS": "50"}
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "bentoml"),
-            "serve",
-            "bento.service:TextClassifier",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(process.stdout.read().decode()[-3000:])
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise TimeoutError("bentoml serve did not become ready in 180 s")
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
+    with running(bentoml_serve(port), env, log, ready_url=f"http://127.0.0.1:{port}/readyz"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_served_over_http(served):
@@ -168,15 +131,7 @@ def test_serve_without_an_approved_model_says_what_to_do(tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "empty-store")}
     env.pop("TEXTOPS_MODEL_TAG", None)
     result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "bentoml"),
-            "serve",
-            "bento.service:TextClassifier",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ],
+        bentoml_serve(free_port()),
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,0 +1,83 @@
+"""Long-running commands under test (`dagster dev`, `dagster-daemon`, `bentoml serve`): each in
+its own process group with default signal handling, output to a log file, stopped as a group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def bentoml_serve(port: int) -> list[str]:
+    """`bentoml serve` of the service on 127.0.0.1:`port`."""
+    service = "bento.service:TextClassifier"
+    return [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _default_signals() -> None:
+    # A child started from a script may inherit ignored SIGINT/SIGTERM; reset them so that
+    # stopping the process group stops it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after a minute."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def wait_until_up(process: subprocess.Popen, url: str, log: Path, limit_s: float = 180) -> None:
+    """Until `url` answers 200; the log's tail in the error when the process exits or it
+    times out."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:2]} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer in {limit_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: dict[str, str], log: Path, ready_url: str | None = None
+) -> Iterator[subprocess.Popen]:
+    """`command` running from the repository root (ready once `ready_url` answers), stopped
+    on exit."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_default_signals,
+        )
+    try:
+        if ready_url:
+            wait_until_up(process, ready_url, log)
+        yield process
+    finally:
+        stop(process)
