@@ -28,6 +28,9 @@ RUN mkdir -p assets orchestration data_checks bento \
 
 COPY --chown=textops:textops . .
 RUN pip install --no-deps -c constraints.txt ".[gcp]"
+# The instance settings this code expects (one training at a time); a Helm deployment sets the
+# same in its values (docs/deploy.md).
+COPY --chown=textops:textops .dagster_home/dagster.yaml /opt/dagster/home/dagster.yaml
 
 USER textops
 EXPOSE 4000

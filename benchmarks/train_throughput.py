@@ -25,9 +25,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from assets.base_model import resolve_base_model
-from assets.sources import read_source
-from assets.splits import TextSplitsConfig, build_splits
+from assets.data.sources.transports import read_source
+from assets.data.splits import TextSplitsConfig, build_splits
+from assets.model.training.base_model import resolve_base_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval" / "hate"
 
@@ -79,8 +79,8 @@ def run_textops(frame: pl.DataFrame, base: Path, args) -> dict[str, float]:
     from lightning.pytorch.callbacks import Callback
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from assets.training.data import SplitsDataModule
-    from assets.training.module import TextClassifier
+    from assets.model.training.data import SplitsDataModule
+    from assets.model.training.module import TextClassifier
 
     clock = StepClock(args.warmup)
 

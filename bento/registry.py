@@ -1,11 +1,13 @@
 """Which model the service serves: the newest model labelled approved in the BentoML store.
 
-Shared by the pipeline (to find the champion) and the service; depends on bentoml only.
+Shared by the pipeline (to find the champion, to register) and the service; depends on bentoml
+and filelock only.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import bentoml
 
@@ -17,12 +19,25 @@ class NoApprovedModelError(LookupError):
     """The BentoML store holds no approved textops model."""
 
 
+def store_lock(name: str = MODEL_NAME):
+    """An inter-process lock on the model `name` in the BentoML store. BentoML writes a new
+    model in place and rewrites the name's `latest` file; under this lock, concurrent runs and
+    the service never read a model that is half-written. Reentrant in one thread."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from filelock import FileLock
+
+    folder = Path(BentoMLContainer.bentoml_home.get()) / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f".{name}.lock", is_singleton=True)
+
+
 def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
     """Approved models, newest first (by creation time, never by the `latest` alias)."""
-    try:
-        stored = bentoml.models.list(name)
-    except bentoml.exceptions.NotFound:
-        return []
+    with store_lock(name):
+        try:
+            stored = bentoml.models.list(name)
+        except bentoml.exceptions.NotFound:
+            return []
     models = [m for m in stored if m.info.labels.get("approved") == "true"]
     return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
 

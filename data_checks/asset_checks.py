@@ -1,5 +1,6 @@
 """Dagster asset checks built on the GX suites. Blocking checks guard what the model learns from:
-when one fails with ERROR severity, nothing downstream runs."""
+when one fails with ERROR severity, nothing downstream runs. Each check reads the version of its
+asset that Dagster hands it: the one its run made, else the latest materialization."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -8,10 +9,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.interfaces.manifests import DriftManifest, RawTextsManifest, TextSplitsManifest
+from assets.interfaces.store import ArtifactStore
+from assets.model.training.config import run_training_config
 from data_checks.outcome import CheckOutcome, Severity
-from data_checks.raw import raw_texts_outcomes
-from data_checks.splits import stack_splits, text_splits_outcomes
-from orchestration.resources import ArtifactStore
 
 RAW_TEXTS = dg.AssetKey("raw_texts")
 TEXT_SPLITS = dg.AssetKey("text_splits")
@@ -65,14 +66,16 @@ class RawTextsChecksConfig(dg.Config):
             description="Share of empty texts: WARN above 0.1 %, ERROR above 5 %",
         ),
     ],
+    ins={"raw_texts": dg.AssetIn(RAW_TEXTS)},
 )
 def raw_texts_checks(
-    config: RawTextsChecksConfig, store: ArtifactStore
+    config: RawTextsChecksConfig, store: ArtifactStore, raw_texts: RawTextsManifest
 ) -> Iterator[dg.AssetCheckResult]:
-    manifest = store.latest("raw_texts")
-    frame = store.read_parquet(manifest["path"])
+    from data_checks.raw import raw_texts_outcomes  # great_expectations: only when checking
+
+    frame = store.read_parquet(raw_texts.path)
     outcomes = raw_texts_outcomes(
-        frame, manifest["label_names"], config.empty_warn_share, config.empty_error_share
+        frame, raw_texts.label_names, config.empty_warn_share, config.empty_error_share
     )
     for name, outcome in outcomes.items():
         yield to_result(RAW_TEXTS, name, outcome)
@@ -83,11 +86,6 @@ class TextSplitsChecksConfig(dg.Config):
     max_class_share_shift: float = Field(
         0.1, description="Warn when a class's share in train and test differs by more"
     )
-    base_model: str = Field(
-        "sentence-transformers/all-MiniLM-L6-v2",
-        description="Tokenizer used to measure text lengths (the model being trained)",
-    )
-    max_length: int = Field(128, description="The model's max_length in tokens")
     max_long_share: float = Field(
         0.01, description="Warn when more texts than this are longer than max_length"
     )
@@ -119,23 +117,31 @@ class TextSplitsChecksConfig(dg.Config):
         dg.AssetCheckSpec(
             "long_text_share",
             asset=TEXT_SPLITS,
-            description="Share of texts longer than max_length tokens (WARN)",
+            description="Share of texts longer than fine_tuned_model's max_length tokens of its "
+            "base model's tokenizer (WARN)",
         ),
     ],
+    ins={"text_splits": dg.AssetIn(TEXT_SPLITS)},
 )
 def text_splits_checks(
-    config: TextSplitsChecksConfig, store: ArtifactStore
+    context: dg.AssetCheckExecutionContext,
+    config: TextSplitsChecksConfig,
+    store: ArtifactStore,
+    text_splits: TextSplitsManifest,
 ) -> Iterator[dg.AssetCheckResult]:
-    manifest = store.latest("text_splits")
-    splits = {name: store.read_parquet(path) for name, path in manifest["paths"].items()}
-    token_counts = count_tokens(stack_splits(splits)["text"], config.base_model)
+    from data_checks.splits import stack_splits, text_splits_outcomes
+
+    splits = {name: store.read_parquet(path) for name, path in text_splits.paths.items()}
+    # Lengths are measured as this run will train: its base model's tokenizer, its max_length.
+    training = run_training_config(context.run.run_config)
+    token_counts = count_tokens(stack_splits(splits)["text"], training.base_model)
     outcomes = text_splits_outcomes(
         splits,
-        manifest["label_names"],
+        text_splits.label_names,
         token_counts,
         min_per_class=config.min_per_class,
         max_class_share_shift=config.max_class_share_shift,
-        max_length=config.max_length,
+        max_length=training.max_length,
         max_long_share=config.max_long_share,
     )
     for name, outcome in outcomes.items():
@@ -147,9 +153,24 @@ def count_tokens(texts: pl.Series, base_model: str) -> pl.Series:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from assets.base_model import resolve_base_model
+    from assets.model.training.base_model import resolve_base_model
 
     hf_logging.set_verbosity_error()  # per-text "longer than max length" warnings are the point
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
     encoded = tokenizer(texts.fill_null("").to_list(), truncation=False)["input_ids"]
     return pl.Series("n_tokens", [len(ids) for ids in encoded], dtype=pl.Int64)
+
+
+@dg.asset_check(
+    asset=dg.AssetKey("drift_report"),
+    description="Warns when the served traffic has drifted",
+)
+def drift_check(drift_report: DriftManifest) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not drift_report.drifted,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reasons": dg.MetadataValue.json(drift_report.reasons)},
+        description="drift in: " + ", ".join(drift_report.reasons)
+        if drift_report.drifted
+        else "no drift",
+    )

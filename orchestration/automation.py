@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from assets.raw import landing_location
-from assets.sources import landed_files
+from assets.data.raw import landing_location
+from assets.data.sources.landing import landed_files
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 

@@ -4,22 +4,29 @@ import os
 
 import dagster as dg
 
-from assets.approve import approved_model
-from assets.drift import drift_check, drift_report
-from assets.evaluate import evaluation_report
-from assets.package import bento
-from assets.raw import raw_texts
-from assets.serving_log import serving_log
-from assets.splits import text_splits
-from assets.train import fine_tuned_model
-from data_checks.asset_checks import raw_texts_checks, text_splits_checks
+from assets.data.raw import raw_texts
+from assets.data.splits import text_splits
+from assets.interfaces.manifests import MANIFEST_IO
+from assets.interfaces.store import ArtifactStore
+from assets.model.evaluate import evaluation_report
+from assets.model.train import fine_tuned_model
+from assets.monitoring.drift import drift_report
+from assets.monitoring.serving_log import serving_log
+from assets.serving.approve import approved_model
+from assets.serving.package import bento
+from data_checks.asset_checks import drift_check, raw_texts_checks, text_splits_checks
 from orchestration.automation import (
     drift_sensor,
     new_data_sensor,
     retrain_job,
     retrain_schedule,
 )
-from orchestration.resources import BentoModelStore, LocalArtifactStore, WandbTracker
+from orchestration.resources import (
+    BentoModelStore,
+    LocalArtifactStore,
+    ManifestIOManager,
+    WandbTracker,
+)
 
 TRAINING_GRAPH = [
     raw_texts,
@@ -49,14 +56,25 @@ SCHEDULES = [retrain_schedule(retrain)]
 SENSORS = [new_data_sensor(retrain), drift_sensor(retrain)]
 
 
+def pipeline_resources(store: ArtifactStore) -> dict[str, object]:
+    """Every resource the assets use, over one artifact store: manifests go to the same store
+    as the artifacts they describe."""
+    return {
+        "store": store,
+        MANIFEST_IO: ManifestIOManager(store=store),
+        "tracker": WandbTracker(),
+        "registry": BentoModelStore(),
+    }
+
+
 def _local() -> dict[str, object]:
-    return {"store": LocalArtifactStore(), "tracker": WandbTracker(), "registry": BentoModelStore()}
+    return pipeline_resources(LocalArtifactStore())
 
 
 def _gcp() -> dict[str, object]:
     from dagster_gcp import GCSResource
 
-    from orchestration.gcs import GcsArtifactStore
+    from orchestration.resources.gcs_store import GcsArtifactStore
 
     gcs = GCSResource(project=dg.EnvVar("GOOGLE_CLOUD_PROJECT"))
     store = GcsArtifactStore(
@@ -64,7 +82,7 @@ def _gcp() -> dict[str, object]:
         bucket=dg.EnvVar("TEXTOPS_GCS_BUCKET"),
         prefix=os.environ.get("TEXTOPS_GCS_PREFIX", "textops"),
     )
-    return {"store": store, "tracker": WandbTracker(), "registry": BentoModelStore()}
+    return pipeline_resources(store)
 
 
 ENVIRONMENTS = {"local": _local, "gcp": _gcp}

@@ -106,41 +106,72 @@ def graph_run_config(source: Path, selected: set[str] | None = None, **ops) -> d
     return {"ops": config}
 
 
+def latest_manifest(instance, store, asset: str, manifest_type):
+    """The manifest of `asset` as materialized last in `instance`."""
+    import dagster as dg
+
+    from assets.interfaces.manifests import manifest_key
+    from orchestration.resources.manifest_io import recorded_version
+
+    version = recorded_version(instance, dg.AssetKey(asset), None)
+    return manifest_type.model_validate_json(store.read_bytes(manifest_key(asset, version)))
+
+
 def materialize_selected(
-    store, selection: list[str], run_config: dict | None = None, raise_on_error: bool = True
+    store,
+    selection: list[str],
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
+    instance=None,
 ):
-    """Materialize `selection` out of the whole code location, with test resources."""
+    """Materialize `selection` out of the whole code location with the pipeline's resources
+    over `store`; with `instance`, unselected upstream assets are read as materialized there."""
     import dagster as dg
 
     from orchestration import definitions
-    from orchestration.resources import BentoModelStore, WandbTracker
 
     return dg.materialize(
         [*definitions.ASSETS, *definitions.ASSET_CHECKS],
         selection=selection,
-        resources={
-            "store": store,
-            "tracker": WandbTracker(mode="disabled"),
-            "registry": BentoModelStore(),
-        },
+        resources=definitions.pipeline_resources(store),
         run_config=run_config,
         raise_on_error=raise_on_error,
+        instance=instance,
     )
+
+
+@pytest.fixture
+def instance():
+    """A Dagster instance of one test: materializations of several runs in one event log."""
+    import dagster as dg
+
+    return dg.DagsterInstance.ephemeral()
 
 
 @pytest.fixture(scope="session")
 def approved_graph(tmp_path_factory):
     """The graph through approved_model on tiny separable data, once per session: a real
     model that learned positive vs negative words, registered in the session's BentoML store."""
+    import dagster as dg
+
     from orchestration.resources import LocalArtifactStore
 
     root = tmp_path_factory.mktemp("graph")
     source = write_tweeteval(root / "data", sizes=(160, 40, 40))
     store = LocalArtifactStore(root=str(root / "store"))
+    instance = dg.DagsterInstance.ephemeral()
     result = materialize_selected(
         store,
         ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report", "approved_model"],
         run_config=graph_run_config(source),
+        instance=instance,
     )
-    decision = store.read_json(store.latest("approved_model")["path"])
-    return {"store": store, "source": source, "result": result, "tag": decision["served_tag"]}
+    decision = result.output_for_node("approved_model")
+    return {
+        "store": store,
+        "source": source,
+        "result": result,
+        "tag": decision.served_tag,
+        "instance": instance,
+        "splits": result.output_for_node("text_splits"),
+    }

@@ -18,6 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def write_dagster_yaml(home: Path) -> None:
+    """The checkout's instance settings (the training pool) with telemetry and the new-user
+    tour off: the Dagster instance of a deployment, under test."""
+    shipped = (ROOT / ".dagster_home" / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(
+        shipped + "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+    )
+
+
 def bentoml_serve(port: int) -> list[str]:
     """`bentoml serve` of the service on 127.0.0.1:`port`."""
     service = "bento.service:TextClassifier"

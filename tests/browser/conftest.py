@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_DATA, free_port, graph_run_config, write_tweeteval
-from tests.processes import BIN, ROOT, bentoml_serve, running
+from tests.processes import BIN, ROOT, bentoml_serve, running, write_dagster_yaml
 
 CHROMIUM = Path(os.environ.get("TEXTOPS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
@@ -97,7 +97,7 @@ def textops_env(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("textops")
     home = root / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    write_dagster_yaml(home)
     return {
         **os.environ,
         "DAGSTER_HOME": str(home),

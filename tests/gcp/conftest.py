@@ -6,6 +6,10 @@ import pytest
 
 from tests.conftest import free_port
 
+# gcsfs's experimental hierarchical-namespace probe speaks gRPC, which the emulator does not:
+# every call would retry for a minute. gcsfs reads this once, when it is first imported.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
 
 @pytest.fixture(scope="session")
 def gcs_emulator():
@@ -32,7 +36,7 @@ def gcs_emulator():
 def gcs_store(gcs_emulator, request):
     from dagster_gcp import GCSResource
 
-    from orchestration.gcs import GcsArtifactStore
+    from orchestration.resources.gcs_store import GcsArtifactStore
 
     return GcsArtifactStore(
         gcs=GCSResource(project="textops-test"),

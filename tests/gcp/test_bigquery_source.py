@@ -5,8 +5,9 @@ from unittest import mock
 import pandas as pd
 import pytest
 
-from assets import sources
-from assets.sources import SourceError, read_bigquery, read_source
+from assets.data.sources import transports as sources
+from assets.data.sources.formats import SourceError
+from assets.data.sources.transports import read_bigquery, read_source
 
 ROWS = pd.DataFrame(
     {

@@ -1,10 +1,12 @@
 """The bucket goes away in the middle of a run: a clear error, and nothing half-visible."""
 
+import dagster as dg
 from dagster_gcp import GCSResource
 
-from assets import splits as splits_module
-from orchestration.gcs import GcsArtifactStore
-from tests.conftest import free_port, materialize_selected, write_tweeteval
+from assets.data import splits as splits_module
+from assets.interfaces.manifests import RawTextsManifest
+from orchestration.resources.gcs_store import GcsArtifactStore
+from tests.conftest import free_port, latest_manifest, materialize_selected, write_tweeteval
 from tests.gcp.test_gcs_store import upload_folder
 
 
@@ -38,11 +40,13 @@ def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
         return result
 
     monkeypatch.setattr(splits_module, "build_splits", build_then_lose_the_bucket)
+    instance = dg.DagsterInstance.ephemeral()
     result = materialize_selected(
         store,
         ["raw_texts", "text_splits"],
         run_config={"ops": {"raw_texts": {"config": {"source": uri}}}},
         raise_on_error=False,
+        instance=instance,
     )
     assert not result.success
     messages = []
@@ -54,9 +58,18 @@ def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
     assert any(
         "GCS upload of gs://faulty/run/text_splits/" in m and "rerun it" in m for m in messages
     ), messages
+    # raw_texts is recorded and its manifest saved; text_splits has no version a later run
+    # could read: nothing recorded, no manifest written
+    assert instance.get_latest_materialization_event(dg.AssetKey("text_splits")) is None
     restarted = start(port, data_dir)
     try:
-        assert store.exists("raw_texts/latest.json")
-        assert not store.exists("text_splits/latest.json")  # no half-written version is current
+        raw = latest_manifest(instance, store, "raw_texts", RawTextsManifest)
+        assert store.exists(raw.path)
+        assert not store.exists("manifests/text_splits")
+        assert not [key for key in store_listing(store) if "/manifests/text_splits/" in key]
     finally:
         restarted.stop()
+
+
+def store_listing(store) -> list[str]:
+    return [blob.name for blob in store.gcs.get_client().list_blobs(store.bucket)]

@@ -4,10 +4,23 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.sources import SourceError, gcs_client, read_source
+from assets.data.sources.formats import SourceError
+from assets.data.sources.transports import read_source
+from assets.interfaces.errors import MissingArtifactError
 from orchestration import definitions
-from orchestration.resources import MissingArtifactError
 from tests.conftest import GRAPH_TRAIN, materialize_selected, write_tweeteval
+
+
+def gcs_client():
+    """A client of the emulator (no credentials needed there)."""
+    import os
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project=os.environ["GOOGLE_CLOUD_PROJECT"], credentials=AnonymousCredentials()
+    )
 
 
 def upload_folder(bucket: str, prefix: str, folder) -> str:
@@ -17,13 +30,12 @@ def upload_folder(bucket: str, prefix: str, folder) -> str:
     return f"gs://{bucket}/{prefix}"
 
 
-def test_store_round_trip_and_manifest(gcs_store, tmp_path):
+def test_store_round_trip(gcs_store, tmp_path):
     frame = pl.DataFrame({"text": ["a"], "label": [0]})
     gcs_store.write_parquet("x/v1/data.parquet", frame)
+    assert gcs_store.read_parquet("x/v1/data.parquet").equals(frame)
     with pytest.raises(MissingArtifactError):
-        gcs_store.latest("x")  # data without a manifest is not visible
-    gcs_store.publish("x", {"version": "v1", "path": "x/v1/data.parquet"})
-    assert gcs_store.read_parquet(gcs_store.latest("x")["path"]).equals(frame)
+        gcs_store.read_parquet("x/v2/data.parquet")
     folder = tmp_path / "model"
     (folder / "sub").mkdir(parents=True)
     (folder / "weights.safetensors").write_bytes(b"w")
@@ -66,8 +78,13 @@ def test_graph_through_evaluation_on_gcs(gcs_store, gcs_emulator, tmp_path):
         },
     )
     assert result.success
-    report = gcs_store.latest("evaluation_report")
-    assert gcs_store.read_json(f"{report['path']}/report.json")["test_rows"] == 24
+    report = result.output_for_node("evaluation_report")
+    assert gcs_store.read_json(f"{report.path}/report.json")["test_rows"] == 24
+    assert (
+        result.asset_materializations_for_node("evaluation_report")[0]
+        .metadata["manifest"]
+        .value.startswith("gs://textops-test/")
+    )
     meta = result.asset_materializations_for_node("raw_texts")[0].metadata
     assert meta["source_uri"].value == uri
     assert meta["path"].value.startswith("gs://textops-test/")
@@ -91,7 +108,7 @@ def test_sensor_finds_files_landed_in_the_bucket(gcs_emulator, monkeypatch):
 
 
 def test_serving_log_read_from_the_bucket(gcs_emulator):
-    from assets.serving_log import read_serving_log
+    from assets.monitoring.serving_log import read_serving_log
 
     bucket = gcs_client().bucket(gcs_emulator["bucket"])
     record = '{"ts": 1.0, "model_tag": "m:1", "text": "hi", "text_length": 2, "label": "a", '

@@ -12,12 +12,14 @@ from orchestration.resources import BentoModelStore
 from tests.conftest import graph_run_config, materialize_selected
 
 
-def approve(store, source, **approval) -> dg.ExecuteInProcessResult:
+def approve(graph, **approval) -> dg.ExecuteInProcessResult:
+    """approved_model alone, on the graph's latest model, report and splits."""
     return materialize_selected(
-        store,
+        graph["store"],
         ["approved_model"],
-        run_config=graph_run_config(source, {"approved_model"}, approved_model=approval),
+        run_config=graph_run_config(graph["source"], {"approved_model"}, approved_model=approval),
         raise_on_error=False,
+        instance=graph["instance"],
     )
 
 
@@ -26,10 +28,10 @@ def test_first_model_is_approved_with_lineage_labels(approved_graph):
     tag = approved_graph["tag"]
     model = next(m for m in approved_models() if str(m.tag) == tag)
     labels = model.info.labels
-    splits = approved_graph["store"].latest("text_splits")
+    splits = approved_graph["splits"]
     assert labels["approved"] == "true"
-    assert labels["data_version"] == splits["version"]
-    assert labels["raw_data_version"] == splits["raw_texts_version"]
+    assert labels["data_version"] == splits.version
+    assert labels["raw_data_version"] == splits.raw_texts_version
     assert labels["dagster_run_id"] == approved_graph["result"].run_id
     assert labels["metric"].startswith("macro_f1=")
     assert model.info.metadata["label_names"] == ["positive", "negative"]
@@ -59,9 +61,8 @@ def test_bentoml_models_list_shows_the_labels(approved_graph):
 
 
 def test_rejected_challenger_leaves_the_champion_served(approved_graph):
-    store, source = approved_graph["store"], approved_graph["source"]
     before = [str(m.tag) for m in approved_models()]
-    result = approve(store, source, margin=1.0)  # nothing can beat the champion by 1.0
+    result = approve(approved_graph, margin=1.0)  # nothing can beat the champion by 1.0
     assert result.success
     meta = result.asset_materializations_for_node("approved_model")[0].metadata
     assert meta["approved"].value is False
@@ -72,22 +73,22 @@ def test_rejected_challenger_leaves_the_champion_served(approved_graph):
 
 
 def test_force_needs_a_reason_and_is_recorded(approved_graph):
-    store, source = approved_graph["store"], approved_graph["source"]
-    refused = approve(store, source, margin=1.0, force=True)
+    store = approved_graph["store"]
+    refused = approve(approved_graph, margin=1.0, force=True)
     assert not refused.success
-    forced = approve(store, source, margin=1.0, force=True, force_reason="rollback drill")
+    forced = approve(approved_graph, margin=1.0, force=True, force_reason="rollback drill")
     meta = forced.asset_materializations_for_node("approved_model")[0].metadata
     assert meta["approved"].value is True and meta["forced"].value is True
     newest = approved_models()[0]
     assert newest.info.labels["forced"] == "true"
     assert str(newest.tag) == meta["served_tag"].value
-    decision = store.read_json(store.latest("approved_model")["path"])
+    decision = store.read_json(forced.output_for_node("approved_model").path)
     assert decision["reasons"][-1] == "forced: rollback drill"
 
 
 @pytest.mark.parametrize("floor", [0.99])
 def test_floor_applies_without_a_champion(approved_graph, floor, monkeypatch):
     monkeypatch.setattr(BentoModelStore, "champion", lambda self: None)
-    result = approve(approved_graph["store"], approved_graph["source"], absolute_floor=floor)
+    result = approve(approved_graph, absolute_floor=floor)
     meta = result.asset_materializations_for_node("approved_model")[0].metadata
     assert meta["approved"].value is (meta["challenger_macro_f1"].value >= floor)

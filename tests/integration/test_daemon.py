@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from tests.conftest import graph_run_config, write_tweeteval
-from tests.processes import BIN, ROOT, running
+from tests.processes import BIN, ROOT, running, write_dagster_yaml
 
 
 @pytest.fixture
 def daemon_env(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    write_dagster_yaml(home)
     retrain = tmp_path / "retrain.yaml"
     retrain.write_text(yaml.safe_dump(graph_run_config(write_tweeteval(tmp_path / "data"))))
     (tmp_path / "landing").mkdir()

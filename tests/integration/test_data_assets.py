@@ -6,20 +6,25 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.raw import raw_texts
-from assets.splits import text_splits
+from assets.data.raw import raw_texts
+from assets.data.splits import text_splits
+from assets.interfaces.manifests import RawTextsManifest, TextSplitsManifest
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
-from tests.conftest import write_tweeteval
+from orchestration.definitions import pipeline_resources
+from tests.conftest import latest_manifest, write_tweeteval
 
 DATA_ASSETS = [raw_texts, text_splits, raw_texts_checks, text_splits_checks]
 
 
-def materialize_data(store, source: Path | str, **raw_config) -> dg.ExecuteInProcessResult:
+def materialize_data(
+    store, source: Path | str, instance=None, **raw_config
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         DATA_ASSETS,
-        resources={"store": store},
+        resources=pipeline_resources(store),
         run_config={"ops": {"raw_texts": {"config": {"source": str(source), **raw_config}}}},
         raise_on_error=False,
+        instance=instance,
     )
 
 
@@ -53,8 +58,8 @@ def test_tweeteval_folder_end_to_end(store, tweeteval_dir):
     meta = result.asset_materializations_for_node("raw_texts")[0].metadata
     assert meta["rows"].value == 64
     assert meta["rows_per_split"].value == {"train": 40, "validation": 12, "test": 12}
-    manifest = store.latest("text_splits")
-    train = store.read_parquet(manifest["paths"]["train"])
+    manifest = result.output_for_node("text_splits")
+    train = store.read_parquet(manifest.paths["train"])
     assert train.columns == ["text", "label", "label_name"] and train.height == 40
 
 
@@ -112,6 +117,14 @@ def corrupt(folder: Path, case: str) -> None:
         (folder / "val_labels.txt").unlink()
 
 
+def saved(instance, store) -> tuple[RawTextsManifest, TextSplitsManifest]:
+    """The latest raw_texts and text_splits, as a later run would read them."""
+    return (
+        latest_manifest(instance, store, "raw_texts", RawTextsManifest),
+        latest_manifest(instance, store, "text_splits", TextSplitsManifest),
+    )
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -122,17 +135,19 @@ def corrupt(folder: Path, case: str) -> None:
         ("missing split file", "missing split file(s) val_labels.txt"),
     ],
 )
-def test_bad_tweeteval_input_fails_and_keeps_what_was_saved(store, tmp_path, case, message):
+def test_bad_tweeteval_input_fails_and_keeps_what_was_saved(
+    store, instance, tmp_path, case, message
+):
     good = write_tweeteval(tmp_path / "good")
-    assert materialize_data(store, good).success
-    before = (store.latest("raw_texts"), store.latest("text_splits"))
+    assert materialize_data(store, good, instance).success
+    before = saved(instance, store)
     bad = write_tweeteval(tmp_path / "bad")
     corrupt(bad, case)
-    result = materialize_data(store, bad)
+    result = materialize_data(store, bad, instance)
     assert not result.success
     assert message in failure_message(result)
     assert materialized(result) == set()
-    assert (store.latest("raw_texts"), store.latest("text_splits")) == before
+    assert saved(instance, store) == before
 
 
 def test_csv_without_text_column_fails(store, tmp_path):
@@ -166,7 +181,8 @@ def test_same_tweet_in_train_and_test_is_removed_from_train(store, tmp_path):
     assert result.success
     meta = result.asset_materializations_for_node("text_splits")[0].metadata
     assert meta["dropped_train_also_in_test"].value == 1
-    splits = {n: store.read_parquet(p) for n, p in store.latest("text_splits")["paths"].items()}
+    manifest = result.output_for_node("text_splits")
+    splits = {n: store.read_parquet(p) for n, p in manifest.paths.items()}
     assert test_first not in splits["train"]["text"].to_list()
     test_row = splits["test"].filter(pl.col("text") == test_first)
     assert test_row["label"].to_list() == [int(test_label)]

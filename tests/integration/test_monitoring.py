@@ -5,8 +5,10 @@ import json
 import dagster as dg
 import polars as pl
 
+from assets.interfaces.manifests import TextSplitsManifest
 from bento.serving_log import ServingLog
-from tests.conftest import materialize_selected, tiny_rows, write_tweeteval
+from orchestration.definitions import pipeline_resources
+from tests.conftest import latest_manifest, materialize_selected, tiny_rows, write_tweeteval
 from tests.integration.test_data_assets import DATA_ASSETS, failure_message, materialize_data
 
 
@@ -31,22 +33,22 @@ def test_landed_file_joins_train_and_changes_the_data_version(store, tmp_path, m
         "dagster/data_version"
     ]
     assert version(after) != version(before)
-    train = store.read_parquet(store.latest("text_splits")["paths"]["train"])
+    train = store.read_parquet(after.output_for_node("text_splits").paths["train"])
     assert "a brand new horrible tweet" in train["text"].to_list()
 
 
-def test_corrupt_landed_file_stops_the_run(store, tmp_path, monkeypatch):
+def test_corrupt_landed_file_stops_the_run(store, instance, tmp_path, monkeypatch):
     source = write_tweeteval(tmp_path / "source")
-    assert materialize_data(store, source).success
-    good = store.latest("text_splits")
+    assert materialize_data(store, source, instance).success
+    good = latest_manifest(instance, store, "text_splits", TextSplitsManifest)
     landing = tmp_path / "landing"
     landing.mkdir()
     monkeypatch.setenv("TEXTOPS_LANDING", str(landing))
     (landing / "bad.csv").write_text("text,label\nhello,spam\n")
-    result = materialize_data(store, source)
+    result = materialize_data(store, source, instance)
     assert not result.success
     assert "bad.csv: labels ['spam'] are not in the label set" in failure_message(result)
-    assert store.latest("text_splits") == good
+    assert latest_manifest(instance, store, "text_splits", TextSplitsManifest) == good
 
 
 def test_empty_texts_in_a_landed_file_stop_the_run_at_a_blocking_check(
@@ -59,7 +61,7 @@ def test_empty_texts_in_a_landed_file_stop_the_run_at_a_blocking_check(
     pl.DataFrame({"text": [""] * 10, "label": [0] * 10}).write_csv(landing / "blank.csv")
     result = dg.materialize(
         DATA_ASSETS,
-        resources={"store": store},
+        resources=pipeline_resources(store),
         raise_on_error=False,
         run_config={"ops": {"raw_texts": {"config": {"source": str(source)}}}},
     )
@@ -82,15 +84,14 @@ def monitor(approved_graph, log_dir):
             }
         },
         raise_on_error=False,
+        instance=approved_graph["instance"],
     )
 
 
-def write_log(folder, texts, labels):
+def write_log(folder, texts, labels, model_tag):
     log = ServingLog(folder)
     for text, label in zip(texts, labels, strict=True):
-        log.append(
-            "textops-classifier:x", [text], [label], [{"positive": 0.5, "negative": 0.5}], 5.0
-        )
+        log.append(model_tag, [text], [label], [{"positive": 0.5, "negative": 0.5}], 5.0)
 
 
 def test_drift_report_on_traffic_like_training(approved_graph, tmp_path):
@@ -99,6 +100,7 @@ def test_drift_report_on_traffic_like_training(approved_graph, tmp_path):
         tmp_path / "calm",
         [t for t, _ in rows],
         ["positive" if y == 0 else "negative" for _, y in rows],
+        approved_graph["tag"],
     )
     result = monitor(approved_graph, tmp_path / "calm")
     assert result.success, failure_message(result)
@@ -110,7 +112,7 @@ def test_drift_report_on_traffic_like_training(approved_graph, tmp_path):
 
 def test_drift_report_on_shifted_traffic(approved_graph, tmp_path):
     shifted = [f"LONG RANT {i}: " + " ".join(["ωμέγα 東京 ℵ∞"] * 12) for i in range(80)]
-    write_log(tmp_path / "shifted", shifted, ["negative"] * 80)
+    write_log(tmp_path / "shifted", shifted, ["negative"] * 80, approved_graph["tag"])
     result = monitor(approved_graph, tmp_path / "shifted")
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
@@ -119,7 +121,5 @@ def test_drift_report_on_shifted_traffic(approved_graph, tmp_path):
     assert "drift detected" in meta["report"].value
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    report = approved_graph["store"].read_json(
-        approved_graph["store"].latest("drift_report")["path"]
-    )
+    report = approved_graph["store"].read_json(result.output_for_node("drift_report").path)
     assert report["drifted"] and json.dumps(report)

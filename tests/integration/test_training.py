@@ -6,15 +6,17 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from assets.evaluate import evaluation_report
-from assets.raw import raw_texts
-from assets.splits import text_splits
-from assets.train import fine_tuned_model
-from assets.training import fit
-from assets.training.predict import load_classifier, predict_proba
+from assets.data.raw import raw_texts
+from assets.data.splits import text_splits
+from assets.interfaces.errors import MissingArtifactError
+from assets.interfaces.manifests import ModelManifest
+from assets.model.evaluate import evaluation_report
+from assets.model.predict import load_classifier, predict_proba
+from assets.model.train import fine_tuned_model
+from assets.model.training import fit
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
-from orchestration.resources import MissingArtifactError, WandbTracker
-from tests.conftest import write_tweeteval
+from orchestration.definitions import pipeline_resources
+from tests.conftest import latest_manifest, write_tweeteval
 
 GRAPH = [
     raw_texts,
@@ -27,7 +29,9 @@ GRAPH = [
 TRAIN = {"max_steps": 6, "batch_size": 16, "max_length": 32, "checkpoint_every_n_steps": 2}
 
 
-def run_graph(store, source, train=None, selection=None) -> dg.ExecuteInProcessResult:
+def run_graph(
+    store, source, train=None, selection=None, instance=None
+) -> dg.ExecuteInProcessResult:
     ops = {
         "raw_texts": {"config": {"source": str(source)}},
         "fine_tuned_model": {"config": {**TRAIN, **(train or {})}},
@@ -38,9 +42,10 @@ def run_graph(store, source, train=None, selection=None) -> dg.ExecuteInProcessR
     return dg.materialize(
         GRAPH,
         selection=selection,
-        resources={"store": store, "tracker": WandbTracker(mode="disabled")},
+        resources=pipeline_resources(store),
         run_config={"ops": ops},
         raise_on_error=False,
+        instance=instance,
     )
 
 
@@ -57,18 +62,20 @@ def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
     assert train_meta["train_samples_per_s"].value > 0
     assert "data:image/png;base64," in train_meta["curves"].value
 
-    manifest = store.latest("fine_tuned_model")
-    model_dir = store.local_dir(manifest["path"])
+    manifest = result.output_for_node("fine_tuned_model")
+    model_dir = store.local_dir(manifest.path)
     assert {"model.safetensors", "config.json", "tokenizer.json", "training.json"} <= {
         p.name for p in model_dir.iterdir()
     }
     training = json.loads((model_dir / "training.json").read_text())
-    assert training["data_version"]["train"] == store.latest("text_splits")["hashes"]["train"]
+    splits = result.output_for_node("text_splits")
+    assert training["data_version"]["train"] == splits.hashes["train"]
+    assert manifest.text_splits == splits and training["code_version"] == manifest.code_version
     assert training["config"]["max_steps"] == 6 and training["best_step"] > 0
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "positive", "1": "negative"}
 
-    report_dir = store.latest("evaluation_report")["path"]
+    report_dir = result.output_for_node("evaluation_report").path
     predictions = store.read_parquet(f"{report_dir}/predictions.parquet")
     model, tokenizer = load_classifier(model_dir)
     again = predict_proba(model, tokenizer, predictions["text"].to_list(), max_length=32)
@@ -87,8 +94,9 @@ def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
     assert store.exists(f"{report_dir}/confusion_matrix.png")
 
 
-def test_crash_leaves_no_model_and_the_rerun_resumes(store, small_folder, monkeypatch):
-    assert run_graph(store, small_folder, selection=["raw_texts", "text_splits"]).success
+def test_crash_leaves_no_model_and_the_rerun_resumes(store, instance, small_folder, monkeypatch):
+    data = run_graph(store, small_folder, selection=["raw_texts", "text_splits"], instance=instance)
+    assert data.success
     original = fit.ProgressLog.on_train_batch_end
 
     def crash_at_step_3(self, trainer, *args):
@@ -97,21 +105,25 @@ def test_crash_leaves_no_model_and_the_rerun_resumes(store, small_folder, monkey
             raise RuntimeError("simulated crash at step 3")
 
     monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", crash_at_step_3)
-    crashed = run_graph(store, small_folder, selection=["fine_tuned_model"])
+    crashed = run_graph(store, small_folder, selection=["fine_tuned_model"], instance=instance)
     assert not crashed.success
-    with pytest.raises(MissingArtifactError):
-        store.latest("fine_tuned_model")  # nothing half-written is visible
+    with pytest.raises(MissingArtifactError):  # nothing half-written is visible
+        latest_manifest(instance, store, "fine_tuned_model", ModelManifest)
     assert not store.exists("fine_tuned_model")
 
     monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", original)
-    resumed = run_graph(store, small_folder, selection=["fine_tuned_model"])
+    resumed = run_graph(store, small_folder, selection=["fine_tuned_model"], instance=instance)
     assert resumed.success
     meta = resumed.asset_materializations_for_node("fine_tuned_model")[0].metadata
     assert meta["resumed_from_step"].value == 2  # the last checkpoint before the crash
     assert meta["global_step"].value == 6
 
     other_config = run_graph(
-        store, small_folder, train={"learning_rate": 1e-4}, selection=["fine_tuned_model"]
+        store,
+        small_folder,
+        train={"learning_rate": 1e-4},
+        selection=["fine_tuned_model"],
+        instance=instance,
     )
     meta = other_config.asset_materializations_for_node("fine_tuned_model")[0].metadata
     assert meta["resumed_from_step"].value == 0  # another config never resumes this one

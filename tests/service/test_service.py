@@ -51,7 +51,7 @@ def test_classify_returns_labels_scores_and_probabilities_in_order(client):
 
 
 def test_predictions_are_logged_for_drift_monitoring(client):
-    from assets.serving_log import read_serving_log
+    from assets.monitoring.serving_log import read_serving_log
 
     marker = "@user tweet 977: such a kind day, sunny too"
     assert client.post("/classify", json={"texts": [marker]}).status_code == 200
@@ -81,9 +81,7 @@ def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):
     card = client.post("/model", json={}).json()
     assert card["tag"] == approved_graph["tag"]
     assert card["labels"]["approved"] == "true"
-    assert (
-        card["labels"]["data_version"] == approved_graph["store"].latest("text_splits")["version"]
-    )
+    assert card["labels"]["data_version"] == approved_graph["splits"].version
     assert "macro_f1" in card["metrics"]
 
 

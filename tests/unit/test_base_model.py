@@ -2,7 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from assets.base_model import DEFAULT_BASE_MODEL, BaseModelNotFoundError, resolve_base_model
+from assets.model.training.base_model import (
+    DEFAULT_BASE_MODEL,
+    BaseModelNotFoundError,
+    resolve_base_model,
+)
 
 
 def test_local_folder_comes_first(tmp_path):

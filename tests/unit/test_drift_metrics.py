@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from assets import drift_metrics as dm
+from assets.monitoring import drift_metrics as dm
 
 RNG = np.random.default_rng(0)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 
-from assets.base_model import DEFAULT_BASE_MODEL, resolve_base_model
-from assets.drift import DriftConfig, drift_findings
+from assets.model.training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
+from assets.monitoring.drift import DriftConfig, drift_findings
 
 RNG = np.random.default_rng(3)
 WORDS = ["the", "day", "was", "good", "bad", "people", "home", "city", "team", "win"]

@@ -1,7 +1,7 @@
 import pytest
 
-from assets.training.config import FineTuneConfig
-from assets.training.fit import (
+from assets.model.training.config import FineTuneConfig
+from assets.model.training.fit import (
     _devices,
     _limit_train_batches,
     balanced_class_weights,
@@ -52,7 +52,7 @@ def test_devices_parsing():
 def test_ddp_settings_reach_the_trainer():
     import lightning as L
 
-    from assets.training.fit import trainer_settings
+    from assets.model.training.fit import trainer_settings
 
     config = FineTuneConfig(
         accelerator="cpu", devices="2", strategy="ddp", num_nodes=1, max_epochs=3

@@ -1,6 +1,6 @@
 import pytest
 
-from assets.gate import GateRules, Scores, decide
+from assets.serving.gate import GateRules, Scores, decide
 
 
 def scores(value, hate=0.5, baseline=0.40, test_hash="t1", low=None, high=None):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, recall_score
 
-from assets import metrics
+from assets.model import metrics
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
 Y_PRED = np.array([0, 1, 0, 1, 2, 2, 2, 0, 2, 1])

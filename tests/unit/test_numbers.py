@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.numbers import class_shares, numeric_metadata
+from assets.metadata import class_shares, numeric_metadata
 
 
 def test_floats_are_rounded_ints_kept_and_missing_values_dropped():

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from assets.package import ROOT, _bentoml, with_torch_wheel
+from assets.serving.package import ROOT, _bentoml, with_torch_wheel
 
 
 def test_local_torch_wheel_replaces_torch_and_its_index(tmp_path):

@@ -1,4 +1,4 @@
-from assets.serving_log import read_serving_log
+from assets.monitoring.serving_log import read_serving_log
 from bento.serving_log import ServingLog
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.sources import SourceError, fetch, read_source
+from assets.data.sources.formats import SourceError
+from assets.data.sources.transports import fetch, read_source
 from tests.conftest import write_tweeteval
 
 

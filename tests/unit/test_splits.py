@@ -1,8 +1,8 @@
 import polars as pl
 import pytest
 
-from assets.raw import stratified_sample
-from assets.splits import TextSplitsConfig, assign_splits, build_splits
+from assets.data.raw import stratified_sample
+from assets.data.splits import TextSplitsConfig, assign_splits, build_splits
 
 
 def raw(rows):

@@ -1,19 +1,22 @@
 import polars as pl
 import pytest
 
-from orchestration.resources import LocalArtifactStore, MissingArtifactError, default_home
+from assets.interfaces.errors import MissingArtifactError
+from assets.interfaces.store import default_home
+from orchestration.resources import LocalArtifactStore
 
 
-def test_parquet_json_roundtrip_and_latest(store):
+def test_parquet_and_json_round_trip(store):
     frame = pl.DataFrame({"text": ["a"], "label": [1]})
     store.write_parquet("x/v1/data.parquet", frame)
-    store.publish("x", {"version": "v1", "path": "x/v1/data.parquet"})
-    assert store.read_parquet(store.latest("x")["path"]).equals(frame)
+    assert store.read_parquet("x/v1/data.parquet").equals(frame)
+    store.write_json("x/v1/info.json", {"version": "v1"})
+    assert store.read_json("x/v1/info.json") == {"version": "v1"}
 
 
-def test_missing_artifact_says_what_to_materialize(store):
-    with pytest.raises(MissingArtifactError, match="materialize raw_texts first"):
-        store.latest("raw_texts")
+def test_missing_artifact_is_named(store):
+    with pytest.raises(MissingArtifactError, match="x/v2/data.parquet does not exist"):
+        store.read_parquet("x/v2/data.parquet")
 
 
 def test_failed_write_keeps_the_previous_object(store, monkeypatch):

@@ -1,6 +1,6 @@
 import pytest
 
-from assets.training.config import FineTuneConfig
+from assets.model.training.config import FineTuneConfig
 from orchestration.sweep import SWEEP, trial_run_config
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from assets.training.data import LengthGroupedBatchSampler, collate
+from assets.model.training.data import LengthGroupedBatchSampler, collate
 from bento.inference import sorted_batches
 
 

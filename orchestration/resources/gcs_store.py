@@ -10,18 +10,14 @@ from pathlib import Path
 from dagster_gcp import GCSResource
 from pydantic import Field
 
-from orchestration.resources import (
-    ArtifactStore,
-    ArtifactStoreError,
-    MissingArtifactError,
-    cache_dir,
-)
+from assets.interfaces.errors import ArtifactStoreError, MissingArtifactError
+from assets.interfaces.store import ArtifactStore, cache_dir
 
 
 class GcsArtifactStore(ArtifactStore):
     """Artifacts in a GCS bucket through dagster-gcp's GCSResource. An object becomes visible
-    only when its upload completes, and versions become current through the manifest written
-    last, so a failed run leaves nothing a later step would take for complete."""
+    only when its upload completes, and an asset's manifest is written after its artifacts, so
+    a failed run leaves nothing a later step would take for complete."""
 
     gcs: GCSResource
     bucket: str = Field(description="Bucket name")

@@ -7,12 +7,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.numbers import class_shares, numeric_metadata
-from assets.raw import class_counts, raw_texts
-from assets.versioning import combined_hash, frame_hash
-from orchestration.resources import ArtifactStore
+from assets.data.raw import class_counts
+from assets.interfaces.manifests import (
+    MANIFEST_IO,
+    SPLITS,
+    RawTextsManifest,
+    TextSplitsManifest,
+    as_output,
+)
+from assets.interfaces.store import ArtifactStore
+from assets.metadata import class_shares, numeric_metadata
+from assets.versioning import combined_hash, frame_hash, source_version
 
-SPLITS = ("train", "validation", "test")
 # A text found in two splits stays in the later one: test is never touched, so it stays the
 # benchmark's, and validation wins over train.
 PRECEDENCE = {"test": 0, "validation": 1, "train": 2}
@@ -104,32 +110,34 @@ def class_balance(frame: pl.DataFrame) -> dict[str, float]:
 
 
 @dg.asset(
-    deps=[raw_texts],
     group_name="data",
     kinds={"polars", "parquet"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
     description="Train / validation / test: normalised, deduplicated, no text in two splits.",
 )
 def text_splits(
-    context: dg.AssetExecutionContext, config: TextSplitsConfig, store: ArtifactStore
-) -> dg.MaterializeResult:
-    raw_manifest = store.latest("raw_texts")
-    raw = store.read_parquet(raw_manifest["path"])
+    context: dg.AssetExecutionContext,
+    config: TextSplitsConfig,
+    store: ArtifactStore,
+    raw_texts: RawTextsManifest,
+) -> dg.Output[TextSplitsManifest]:
+    raw = store.read_parquet(raw_texts.path)
     result = build_splits(raw, config)
     hashes = {name: frame_hash(frame) for name, frame in result.splits.items()}
-    version_hash = combined_hash({**hashes, "label_names": str(raw_manifest["label_names"])})
-    version = version_hash[:16]
+    # The raw version is part of the version: these splits are those of that raw data.
+    version = combined_hash(
+        {**hashes, "label_names": str(raw_texts.label_names), "raw_texts": raw_texts.version}
+    )[:16]
     paths = {name: f"text_splits/{version}/{name}.parquet" for name in SPLITS}
     for name, frame in result.splits.items():
-        store.write_parquet(paths[name], frame)
-    store.publish(
-        "text_splits",
-        {
-            "version": version,
-            "paths": paths,
-            "hashes": hashes,
-            "label_names": raw_manifest["label_names"],
-            "raw_texts_version": raw_manifest["version"],
-        },
+        store.write_parquet(paths[name], frame)  # same version, same bytes: a rewrite is a no-op
+    manifest = TextSplitsManifest(
+        version=version,
+        paths=paths,
+        hashes=hashes,
+        label_names=raw_texts.label_names,
+        raw_texts_version=raw_texts.version,
     )
     sizes = {name: frame.height for name, frame in result.splits.items()}
     context.log.info(f"splits {sizes}; dropped {result.drops}")
@@ -143,6 +151,6 @@ def text_splits(
     metadata["class_balance"] = dg.MetadataValue.json(
         {name: class_balance(frame) for name, frame in result.splits.items()}
     )
-    metadata["raw_texts_version"] = dg.MetadataValue.text(raw_manifest["version"])
+    metadata["raw_texts_version"] = dg.MetadataValue.text(raw_texts.version)
     metadata["path"] = dg.MetadataValue.path(store.uri(f"text_splits/{version}"))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version_hash), metadata=metadata)
+    return as_output(manifest, metadata)

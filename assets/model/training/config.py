@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from assets.base_model import DEFAULT_BASE_MODEL
+from assets.model.training.base_model import DEFAULT_BASE_MODEL
 
 
 class FineTuneConfig(dg.Config):
@@ -60,3 +62,9 @@ class FineTuneConfig(dg.Config):
         }
         settings = {k: v for k, v in self.model_dump().items() if k not in excluded}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_training_config(run_config: Mapping[str, Any]) -> FineTuneConfig:
+    """The fine_tuned_model config of a run: what its run config sets, defaults for the rest."""
+    ops = run_config.get("ops") or {}
+    return FineTuneConfig(**((ops.get("fine_tuned_model") or {}).get("config") or {}))

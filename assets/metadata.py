@@ -1,9 +1,9 @@
-"""Numeric asset metadata the Dagster UI can chart across materializations."""
+"""What an asset shows in the Dagster UI: numbers it can chart and markdown tables."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -30,3 +30,18 @@ def class_shares(counts: Mapping[str, int], prefix: str = "share") -> dict[str, 
     shares = {f"{prefix}/{name}": count / total for name, count in counts.items()}
     shares[f"{prefix}/minority"] = min(counts.values(), default=0) / total
     return shares
+
+
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], align: str = ""
+) -> list[str]:
+    """Lines of a markdown table; `align` has one letter per column: l(eft), r(ight), c(enter)
+    (default: the first column left, the others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(rule[a] for a in align) + " |",
+    ]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines

@@ -15,10 +15,10 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from assets.base_model import resolve_base_model
-from assets.training.config import FineTuneConfig
-from assets.training.data import SplitsDataModule
-from assets.training.module import TextClassifier
+from assets.model.training.base_model import resolve_base_model
+from assets.model.training.config import FineTuneConfig
+from assets.model.training.data import SplitsDataModule
+from assets.model.training.module import TextClassifier
 
 Log = Callable[[str], None]
 BEST_WEIGHTS = "best.safetensors"

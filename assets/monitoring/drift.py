@@ -1,4 +1,4 @@
-"""`drift_report`: the served traffic compared with the training split."""
+"""`drift_report`: served traffic compared with the training split of the model that served it."""
 
 import json
 from typing import Any
@@ -8,11 +8,21 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets import drift_metrics as dm
-from assets.numbers import numeric_metadata
-from assets.plots import length_histograms, markdown_image
-from assets.serving_log import serving_log
-from orchestration.resources import ArtifactStore, ModelRegistry
+from assets.interfaces.errors import MissingArtifactError
+from assets.interfaces.manifests import (
+    MANIFEST_IO,
+    DriftManifest,
+    ServingLogManifest,
+    TextSplitsManifest,
+    as_output,
+)
+from assets.interfaces.registry import ModelRegistry
+from assets.interfaces.store import ArtifactStore
+from assets.metadata import markdown_table, numeric_metadata
+from assets.monitoring import drift_metrics as dm
+from assets.monitoring.plots import length_histograms
+from assets.plots import markdown_image
+from assets.versioning import source_version
 
 
 class DriftConfig(dg.Config):
@@ -119,57 +129,72 @@ def drift_findings(
 
 
 def drift_markdown(findings: dict[str, Any], served_rows: int, drifted: bool) -> str:
-    lines = [
-        f"**{'drift detected' if drifted else 'no drift'}** over {served_rows} served predictions",
-        "",
-        "| statistic | value | detail | drift |",
-        "| --- | ---: | --- | :---: |",
-    ]
+    rows = []
     for name, finding in findings.items():
         detail = ", ".join(
             f"{k} {v:.4g}"
             for k, v in finding.items()
             if k not in {"value", "drift"} and isinstance(v, float | int)
         )
-        lines.append(
-            f"| {name} | {finding['value']:.4f} | {detail} | "
-            f"{'**yes**' if finding['drift'] else 'no'} |"
+        rows.append(
+            [name, f"{finding['value']:.4f}", detail, "**yes**" if finding["drift"] else "no"]
         )
+    lines = [
+        f"**{'drift detected' if drifted else 'no drift'}** over {served_rows} served predictions",
+        "",
+        *markdown_table(["statistic", "value", "detail", "drift"], rows, align="lrlc"),
+    ]
     return "\n".join(lines)
 
 
+def served_model_rows(served: pl.DataFrame) -> tuple[str, pl.DataFrame]:
+    """The model that served the newest prediction, and the predictions it served: drift is
+    judged for the model serving now, against the data it learned from."""
+    tag = served.sort("ts")["model_tag"][-1]
+    return tag, served.filter(pl.col("model_tag") == tag)
+
+
 @dg.asset(
-    deps=[serving_log],
     group_name="monitoring",
     kinds={"polars"},
-    description="Served traffic vs the training split: text-length PSI and KS, unknown-token "
-    "share, predicted-label mix (chi-square), sentence-embedding drift.",
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
+    description="Served traffic vs the training split of the model that served it: text-length "
+    "PSI and KS, unknown-token share, predicted-label mix (chi-square), sentence-embedding drift.",
 )
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftConfig,
     store: ArtifactStore,
     registry: ModelRegistry,
-) -> dg.MaterializeResult:
-    log_manifest = store.latest("serving_log")
-    served = store.read_parquet(log_manifest["path"])
-    splits = store.latest("text_splits")
-    train = store.read_parquet(splits["paths"]["train"])
+    serving_log: ServingLogManifest,
+) -> dg.Output[DriftManifest]:
+    logged = store.read_parquet(serving_log.path)
+    if logged.height == 0:
+        raise ValueError(
+            f"only 0 logged predictions; drift needs at least {config.min_predictions} "
+            "(min_predictions)"
+        )
+    model_tag, served = served_model_rows(logged)
     if served.height < config.min_predictions:
         raise ValueError(
-            f"only {served.height} logged predictions; drift needs at least "
+            f"only {served.height} logged predictions of {model_tag}; drift needs at least "
             f"{config.min_predictions} (min_predictions)"
         )
-    champion = registry.champion()
-    tokenizer = model = None
-    max_length = 128
-    if champion is not None:
-        from assets.training.predict import load_classifier
+    served_by = registry.get(model_tag)
+    if "text_splits" not in served_by.metadata:
+        raise MissingArtifactError(
+            f"{model_tag} carries no text_splits lineage in the model store; approve a model "
+            "with this version of textops to monitor it"
+        )
+    splits = TextSplitsManifest.model_validate(served_by.metadata["text_splits"])
+    train = store.read_parquet(splits.paths["train"])
+    from assets.model.predict import load_classifier
 
-        model, tokenizer = load_classifier(champion.path)
-        max_length = int(champion.metadata.get("max_length", 128))
+    model, tokenizer = load_classifier(served_by.path)
+    max_length = int(served_by.metadata["max_length"])
     findings = drift_findings(
-        train, served, splits["label_names"], config, tokenizer, model, max_length
+        train, served, splits.label_names, config, tokenizer, model, max_length
     )
     drifted = any(f["drift"] for f in findings.values())
     reasons = [name for name, f in findings.items() if f["drift"]]
@@ -177,49 +202,34 @@ def drift_report(
     plot = length_histograms(
         train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy()
     )
-    version = log_manifest["version"]
+    version = f"{serving_log.version}-{context.run_id[:8]}"
     report = {
         "drifted": drifted,
         "reasons": reasons,
         "findings": findings,
-        "serving_log": version,
-        "text_splits": splits["version"],
-        "model": champion.tag if champion else None,
+        "serving_log": serving_log.version,
+        "model": model_tag,
+        "text_splits": splits.version,
+        "other_models_rows": logged.height - served.height,
     }
-    store.write_json(f"drift_report/{version}/report.json", report)
+    path = f"drift_report/{version}/report.json"
+    store.write_json(path, report)
     store.write_bytes(f"drift_report/{version}/report.md", markdown.encode())
     store.write_bytes(f"drift_report/{version}/lengths.png", plot)
-    store.publish(
-        "drift_report",
-        {
-            "version": version,
-            "drifted": drifted,
-            "reasons": reasons,
-            "path": f"drift_report/{version}/report.json",
-        },
-    )
     context.log.info(markdown.split("\n")[0])
     metadata: dict[str, Any] = {
         "drifted": drifted,
         "reasons": dg.MetadataValue.json(reasons),
         "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
         "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
+        "model_tag": dg.MetadataValue.text(model_tag),
+        "text_splits_version": dg.MetadataValue.text(splits.version),
     }
     metadata |= numeric_metadata(
         {"served_predictions": served.height}
         | {name: float(f["value"]) for name, f in findings.items()}
     )
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
-
-
-@dg.asset_check(asset=drift_report, description="Warns when the served traffic has drifted")
-def drift_check(store: ArtifactStore) -> dg.AssetCheckResult:
-    report = store.latest("drift_report")
-    return dg.AssetCheckResult(
-        passed=not report["drifted"],
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"reasons": dg.MetadataValue.json(report["reasons"])},
-        description="drift in: " + ", ".join(report["reasons"])
-        if report["drifted"]
-        else "no drift",
+    manifest = DriftManifest(
+        version=version, path=path, drifted=drifted, reasons=reasons, model_tag=model_tag
     )
+    return as_output(manifest, metadata)

@@ -2,15 +2,17 @@
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.numbers import numeric_metadata
+from assets.interfaces.manifests import MANIFEST_IO, ServingLogManifest, as_output
+from assets.interfaces.store import ArtifactStore
+from assets.locations import location
+from assets.metadata import numeric_metadata
+from assets.versioning import source_version
 from bento.serving_log import default_log_dir
-from orchestration.resources import ArtifactStore
 
 LOG_SCHEMA = {
     "ts": pl.Float64,
@@ -23,31 +25,23 @@ LOG_SCHEMA = {
 }
 
 
-def log_files(location: str | Path) -> list[str]:
+def log_files(uri: str) -> list[str]:
     """Contents of the log files at a local folder or a gs:// prefix, in name order."""
-    location = str(location)
-    if location.startswith("gs://"):
-        from assets.sources import gcs_client, split_gcs_uri
-
-        bucket, prefix = split_gcs_uri(location)
-        blobs = gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else None)
-        return [
-            blob.download_as_bytes().decode("utf-8", errors="replace")
-            for blob in sorted(blobs, key=lambda b: b.name)
-            if blob.name.rsplit("/", 1)[-1].startswith("predictions-")
-            and blob.name.endswith(".jsonl")
-        ]
+    folder = location(uri)
+    if not folder.is_dir():
+        return []
     return [
-        path.read_text(encoding="utf-8", errors="replace")
-        for path in sorted(Path(location).glob("predictions-*.jsonl"))
+        path.read_bytes().decode("utf-8", errors="replace")
+        for path in sorted(folder.iterdir(), key=lambda p: p.name)
+        if path.name.startswith("predictions-") and path.name.endswith(".jsonl")
     ]
 
 
-def read_serving_log(location: str | Path, since: float | None = None) -> tuple[pl.DataFrame, int]:
-    """Every complete record at `location` (newer than `since`), and the count of torn lines
+def read_serving_log(uri: str, since: float | None = None) -> tuple[pl.DataFrame, int]:
+    """Every complete record at `uri` (newer than `since`), and the count of torn lines
     skipped (a crash while writing leaves at most one per file)."""
     rows, torn = [], 0
-    for content in log_files(location):
+    for content in log_files(str(uri)):
         for line in content.split("\n"):
             if not line:
                 continue
@@ -67,7 +61,7 @@ def read_serving_log(location: str | Path, since: float | None = None) -> tuple[
 class ServingLogConfig(dg.Config):
     log_dir: str = Field(
         "",
-        description="Folder of the service's log; empty: "
+        description="Folder (or gs:// prefix) of the service's log; empty: "
         "$TEXTOPS_SERVING_LOG, else <TEXTOPS_HOME>/serving_log",
     )
     window_hours: float = Field(24.0, gt=0, description="Keep predictions this recent")
@@ -76,16 +70,18 @@ class ServingLogConfig(dg.Config):
 @dg.asset(
     group_name="monitoring",
     kinds={"polars", "parquet"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
     description="Predictions the service logged in the last window_hours, as one parquet.",
 )
 def serving_log(
     context: dg.AssetExecutionContext, config: ServingLogConfig, store: ArtifactStore
-) -> dg.MaterializeResult:
-    directory = Path(config.log_dir).expanduser() if config.log_dir else default_log_dir()
-    if directory is None or not directory.is_dir():
+) -> dg.Output[ServingLogManifest]:
+    directory = config.log_dir or (str(default_log_dir()) if default_log_dir() else "")
+    if not directory or not location(directory).is_dir():
         raise FileNotFoundError(
-            f"no serving log at {directory}: serve the model first, or set log_dir / "
-            "TEXTOPS_SERVING_LOG to the folder the service writes to"
+            f"no serving log at {directory or '(logging is off)'}: serve the model first, or set "
+            "log_dir / TEXTOPS_SERVING_LOG to the folder the service writes to"
         )
     now = datetime.now(UTC)
     since = (now - timedelta(hours=config.window_hours)).timestamp()
@@ -95,15 +91,22 @@ def serving_log(
             f"the serving log at {directory} has no predictions in the last "
             f"{config.window_hours:g} h"
         )
-    version = f"{int(now.timestamp())}"
+    version = f"{int(now.timestamp())}-{context.run_id[:8]}"
     path = f"serving_log/{version}/serving_log.parquet"
     store.write_parquet(path, frame)
-    store.publish(
-        "serving_log", {"version": version, "path": path, "since": since, "until": now.timestamp()}
+    models = sorted(frame["model_tag"].unique().to_list())
+    manifest = ServingLogManifest(
+        version=version,
+        path=path,
+        since=since,
+        until=now.timestamp(),
+        rows=frame.height,
+        model_tags=models,
     )
     context.log.info(f"{frame.height} predictions since {since:.0f}; {torn} torn lines skipped")
-    return dg.MaterializeResult(
-        metadata={
+    return as_output(
+        manifest,
+        {
             **numeric_metadata(
                 {
                     "predictions": frame.height,
@@ -112,7 +115,7 @@ def serving_log(
                     "window_hours": config.window_hours,
                 }
             ),
-            "models": dg.MetadataValue.json(sorted(frame["model_tag"].unique().to_list())),
+            "models": dg.MetadataValue.json(models),
             "label_counts": dg.MetadataValue.json(dict(frame.group_by("label").len().iter_rows())),
-        }
+        },
     )

@@ -6,19 +6,26 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.numbers import numeric_metadata
-from assets.plots import markdown_image, training_curves
-from assets.splits import text_splits
-from assets.training.config import FineTuneConfig
-from assets.training.fit import fine_tune
-from assets.versioning import combined_hash
-from orchestration.resources import ArtifactStore, ExperimentTracker
+from assets.interfaces.manifests import MANIFEST_IO, ModelManifest, TextSplitsManifest, as_output
+from assets.interfaces.store import ArtifactStore
+from assets.interfaces.tracker import ExperimentTracker
+from assets.metadata import numeric_metadata
+from assets.model.plots import training_curves
+from assets.model.training.config import FineTuneConfig
+from assets.plots import markdown_image
+from assets.versioning import combined_hash, source_version
+
+# Trainings share the machine's CPU or GPU: the pool lets one run at a time per deployment
+# (the instance's `concurrency: pools: default_limit`, see README).
+TRAINING_POOL = "textops-training"
 
 
 @dg.asset(
-    deps=[text_splits],
     group_name="model",
     kinds={"pytorch", "lightning", "wandb"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
+    pool=TRAINING_POOL,
     description="A pretrained encoder fine-tuned on the train split; best checkpoint by "
     "validation macro F1, saved as safetensors with its tokenizer and label mapping.",
 )
@@ -27,29 +34,35 @@ def fine_tuned_model(
     config: FineTuneConfig,
     store: ArtifactStore,
     tracker: ExperimentTracker,
-) -> dg.MaterializeResult:
-    splits = store.latest("text_splits")
-    label_names = splits["label_names"]
+    text_splits: TextSplitsManifest,
+) -> dg.Output[ModelManifest]:
     fingerprint = config.fingerprint()
-    version = combined_hash({"text_splits": splits["version"], "config": fingerprint})[:16]
+    # Every training is its own version: two trainings are two models, even on the same data.
+    version = combined_hash(
+        {"text_splits": text_splits.version, "config": fingerprint, "run": context.run_id}
+    )[:16]
     # Checkpoints live under the data version and config hash: a rerun of the same data and
     # config after a crash resumes, anything else starts fresh.
-    checkpoint_key = f"checkpoints/fine_tuned_model/{splits['version']}-{fingerprint}"
+    checkpoint_key = f"checkpoints/fine_tuned_model/{text_splits.version}-{fingerprint}"
     split_paths = {
         name: store.local_dir(str(Path(path).parent)) / Path(path).name
-        for name, path in splits["paths"].items()
+        for name, path in text_splits.paths.items()
     }
+    code_version = context.assets_def.code_versions_by_key[context.asset_key]
     run_name = f"fine_tuned_model-{version}-{context.run_id[:8]}"
     logger = tracker.lightning_logger(
-        run_name, {**config.model_dump(), "data_version": splits["version"]}
+        run_name, {**config.model_dump(), "data_version": text_splits.version}
     )
+    model_dir = f"fine_tuned_model/{version}"
+    from assets.model.training.fit import fine_tune  # lightning and torch: only when training
+
     with tempfile.TemporaryDirectory(prefix="textops-model-") as scratch:
         export = Path(scratch) / "model"
         try:
             outcome = fine_tune(
                 config,
                 split_paths,
-                label_names,
+                text_splits.label_names,
                 store.working_dir(checkpoint_key),
                 export,
                 context.log.info,
@@ -62,31 +75,30 @@ def fine_tuned_model(
         training = {
             "config": config.model_dump(),
             "config_fingerprint": fingerprint,
-            "data_version": {"text_splits": splits["version"], **splits["hashes"]},
-            "label_names": label_names,
+            "code_version": code_version,
+            "data_version": {"text_splits": text_splits.version, **text_splits.hashes},
+            "label_names": text_splits.label_names,
             "dagster_run_id": context.run_id,
             **outcome.summary(),
-            "model_dir": f"fine_tuned_model/{version}",
+            "model_dir": model_dir,
             "history": outcome.history,
         }
         (export / "training.json").write_text(json.dumps(training, indent=2))
-        # The model becomes visible only complete: folder first, then the manifest.
-        store.upload_dir(f"fine_tuned_model/{version}", export)
-    store.publish(
-        "fine_tuned_model",
-        {
-            "version": version,
-            "path": f"fine_tuned_model/{version}",
-            "label_names": label_names,
-            "max_length": config.max_length,
-            "text_splits_version": splits["version"],
-            "best_val_macro_f1": outcome.best_val_macro_f1,
-        },
-    )
+        store.upload_dir(model_dir, export)
     store.delete(checkpoint_key)
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
+    manifest = ModelManifest(
+        version=version,
+        path=model_dir,
+        label_names=text_splits.label_names,
+        max_length=config.max_length,
+        base_model=config.base_model,
+        code_version=code_version,
+        best_val_macro_f1=outcome.best_val_macro_f1,
+        text_splits=text_splits,
+    )
+    return as_output(
+        manifest,
+        {
             **numeric_metadata(
                 {
                     "best_val_macro_f1": outcome.best_val_macro_f1,
@@ -100,9 +112,10 @@ def fine_tuned_model(
             ),
             "device": outcome.device,
             "precision": outcome.precision,
-            "text_splits_version": dg.MetadataValue.text(splits["version"]),
+            "text_splits_version": dg.MetadataValue.text(text_splits.version),
+            "code_version": dg.MetadataValue.text(code_version),
             "config": dg.MetadataValue.json(config.model_dump()),
             "curves": dg.MetadataValue.md(markdown_image(curves, "training curves")),
-            "path": dg.MetadataValue.path(store.uri(f"fine_tuned_model/{version}")),
+            "path": dg.MetadataValue.path(store.uri(model_dir)),
         },
     )

@@ -14,12 +14,12 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from assets.approve import approved_model
-from assets.numbers import numeric_metadata
+from assets.interfaces.manifests import DecisionManifest
+from assets.metadata import numeric_metadata
 from assets.progress import Log
-from orchestration.resources import ArtifactStore
+from assets.versioning import source_version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class BentoConfig(dg.Config):
@@ -126,30 +126,29 @@ def folder_size(path: Path) -> int:
 
 
 @dg.asset(
-    deps=[approved_model],
     group_name="serving",
     kinds={"bentoml", "docker"},
+    # the bento carries the service's code, so that code is part of this asset's version
+    code_version=source_version(__name__, "bento.service"),
     description="A bento of the service in bento/ serving the approved model; containerize it "
     "with `bentoml containerize <tag>` or scripts/containerize.sh.",
 )
 def bento(
-    context: dg.AssetExecutionContext, config: BentoConfig, store: ArtifactStore
+    context: dg.AssetExecutionContext, config: BentoConfig, approved_model: DecisionManifest
 ) -> dg.MaterializeResult:
-    decision = store.latest("approved_model")
-    model_tag = decision["served_tag"]
+    model_tag = approved_model.served_tag
     if not model_tag:
         raise ValueError(
             "no approved model to package: approved_model has rejected every "
             "model so far (see its decision)"
         )
-    record = store.read_json(decision["path"])
-    challenger = record["lineage"]["challenger"]
     labels = {"model_tag": model_tag, "dagster_run_id": context.run_id}
-    if decision["approved"]:
-        labels |= {
-            "data_version": challenger["text_splits"],
-            "raw_data_version": challenger["raw_texts"],
-        }
+    # the served model's own lineage, whether this run approved it or an earlier one did
+    labels |= {
+        key: approved_model.served_labels[key]
+        for key in ("data_version", "raw_data_version", "model_version", "code_version")
+        if key in approved_model.served_labels
+    }
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     context.log.info(f"bentoml build of {config.bentofile} for {model_tag}")
     started = time.monotonic()

@@ -7,10 +7,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.numbers import class_shares, numeric_metadata
-from assets.sources import DEFAULT_SOURCE, landed_files, read_landed, read_source
-from assets.versioning import frame_hash
-from orchestration.resources import ArtifactStore, cache_dir, default_home
+from assets.data.sources.landing import landed_files, read_landed
+from assets.data.sources.transports import DEFAULT_SOURCE, read_source
+from assets.interfaces.manifests import MANIFEST_IO, RawTextsManifest, as_output
+from assets.interfaces.store import ArtifactStore, cache_dir, default_home
+from assets.metadata import class_shares, numeric_metadata
+from assets.versioning import combined_hash, frame_hash, source_version
 
 
 class RawTextsConfig(dg.Config):
@@ -69,11 +71,13 @@ def class_counts(frame: pl.DataFrame, by: str | None = None) -> dict[str, int]:
 @dg.asset(
     group_name="data",
     kinds={"polars", "parquet"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
     description="Every row of the labelled source: text, label id, label name, source split.",
 )
 def raw_texts(
     context: dg.AssetExecutionContext, config: RawTextsConfig, store: ArtifactStore
-) -> dg.MaterializeResult:
+) -> dg.Output[RawTextsManifest]:
     uri = resolve_source(config.source)
     context.log.info(f"reading {uri}")
     source = read_source(uri, cache_dir(), context.log.info)
@@ -85,23 +89,19 @@ def raw_texts(
         frame = pl.concat([frame, rows])
     if landed:
         context.log.info(f"added {len(landed)} landed file(s): {landed}")
-    content_hash = frame_hash(frame)
-    version = content_hash[:16]
-    store.write_parquet(f"raw_texts/{version}/raw_texts.parquet", frame)
-    store.publish(
-        "raw_texts",
-        {
-            "version": version,
-            "content_hash": content_hash,
-            "path": f"raw_texts/{version}/raw_texts.parquet",
-            "label_names": source.label_names,
-            "source": uri,
-        },
+    # the label set is part of the content: ids mean nothing without their names
+    content_hash = combined_hash(
+        {"rows": frame_hash(frame), "label_names": "\t".join(source.label_names)}
+    )
+    path = f"raw_texts/{content_hash}/raw_texts.parquet"
+    store.write_parquet(path, frame)  # same version, same bytes: a rewrite is a no-op
+    manifest = RawTextsManifest(
+        version=content_hash, path=path, label_names=source.label_names, rows=frame.height
     )
     per_split = {str(k): v for k, v in frame.group_by("source_split").len().iter_rows()}
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(content_hash),
-        metadata={
+    return as_output(
+        manifest,
+        {
             **numeric_metadata(
                 {"dagster/row_count": frame.height, "rows": frame.height}
                 | class_shares(class_counts(frame))
@@ -114,6 +114,6 @@ def raw_texts(
             "content_hash": content_hash,
             "source_uri": dg.MetadataValue.text(uri),
             "landed_files": dg.MetadataValue.json(landed),
-            "path": dg.MetadataValue.path(store.uri(f"raw_texts/{version}/raw_texts.parquet")),
+            "path": dg.MetadataValue.path(store.uri(path)),
         },
     )

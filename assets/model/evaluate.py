@@ -10,13 +10,23 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets import metrics
-from assets.baseline import tfidf_logistic_regression
-from assets.numbers import numeric_metadata
-from assets.plots import confusion_matrix, markdown_image
-from assets.train import fine_tuned_model
-from assets.training.predict import load_classifier, predict_proba
-from orchestration.resources import ArtifactStore, ExperimentTracker
+from assets.interfaces.manifests import (
+    MANIFEST_IO,
+    ModelManifest,
+    ReportManifest,
+    TextSplitsManifest,
+    as_output,
+    require_trained_on,
+)
+from assets.interfaces.store import ArtifactStore
+from assets.interfaces.tracker import ExperimentTracker
+from assets.metadata import markdown_table, numeric_metadata
+from assets.model import metrics
+from assets.model.baseline import tfidf_logistic_regression
+from assets.model.plots import confusion_matrix
+from assets.model.predict import load_classifier, predict_proba
+from assets.plots import markdown_image
+from assets.versioning import source_version
 
 
 class EvaluationConfig(dg.Config):
@@ -55,6 +65,17 @@ def score_predictions(
 def render_markdown(report: dict[str, Any]) -> str:
     name = report["metric"].replace("_", " ")
     model, base = report["model"], report["baseline"]
+    rows = [
+        [
+            label,
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            int(row["support"]),
+            f"{base['per_class'][label]['f1']:.4f}",
+        ]
+        for label, row in model["per_class"].items()
+    ]
     lines = [
         f"**{name}: {model['value']:.4f}** (95 % CI {model['ci95'][0]:.4f}–{model['ci95'][1]:.4f}, "
         f"{report['test_rows']} test texts) · baseline TF-IDF + LR {base['value']:.4f} "
@@ -66,22 +87,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['speed']['latency_ms_p50']:.1f} ms p50 / "
         f"{report['speed']['latency_ms_p95']:.1f} ms p95 one at a time",
         "",
-        "| class | precision | recall | F1 | support | baseline F1 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *markdown_table(["class", "precision", "recall", "F1", "support", "baseline F1"], rows),
     ]
-    for label, row in model["per_class"].items():
-        lines.append(
-            f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | "
-            f"{row['f1']:.4f} | {int(row['support'])} | "
-            f"{base['per_class'][label]['f1']:.4f} |"
-        )
     return "\n".join(lines)
 
 
 @dg.asset(
-    deps=[fine_tuned_model],
     group_name="model",
     kinds={"pytorch", "scikitlearn"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
     description="Test-split metrics of the fine-tuned model with bootstrap intervals, per-class "
     "scores, calibration, speed, and a TF-IDF baseline on the same split.",
 )
@@ -90,16 +105,17 @@ def evaluation_report(
     config: EvaluationConfig,
     store: ArtifactStore,
     tracker: ExperimentTracker,
-) -> dg.MaterializeResult:
-    model_manifest = store.latest("fine_tuned_model")
-    splits = store.latest("text_splits")
-    label_names = model_manifest["label_names"]
-    train = store.read_parquet(splits["paths"]["train"])
-    test = store.read_parquet(splits["paths"]["test"])
+    fine_tuned_model: ModelManifest,
+    text_splits: TextSplitsManifest,
+) -> dg.Output[ReportManifest]:
+    require_trained_on(fine_tuned_model, text_splits, "evaluation_report")
+    label_names = fine_tuned_model.label_names
+    train = store.read_parquet(text_splits.paths["train"])
+    test = store.read_parquet(text_splits.paths["test"])
     texts, y_true = test["text"].to_list(), test["label"].to_numpy()
 
-    model, tokenizer = load_classifier(store.local_dir(model_manifest["path"]))
-    max_length = model_manifest["max_length"]
+    model, tokenizer = load_classifier(store.local_dir(fine_tuned_model.path))
+    max_length = fine_tuned_model.max_length
     predictions = predict_proba(
         model, tokenizer, texts, max_length, config.batch_size, context.log.info, "test split"
     )
@@ -126,9 +142,9 @@ def evaluation_report(
             "latency_ms_p95": float(np.percentile(latencies, 95)),
         },
         "lineage": {
-            "fine_tuned_model": model_manifest["version"],
-            "text_splits": splits["version"],
-            "test_hash": splits["hashes"]["test"],
+            "fine_tuned_model": fine_tuned_model.version,
+            "text_splits": text_splits.version,
+            "test_hash": text_splits.test_hash,
         },
         "dagster_run_id": context.run_id,
     }
@@ -140,30 +156,31 @@ def evaluation_report(
         probabilities=pl.Series(predictions.probabilities.tolist(), dtype=pl.List(pl.Float32)),
     )
 
-    version = f"{model_manifest['version']}-{splits['hashes']['test'][:8]}"
+    # One report per evaluation run: its numbers (latency at least) are the run's own.
+    version = f"{fine_tuned_model.version}-{context.run_id[:8]}"
     prefix = f"evaluation_report/{version}"
     store.write_json(f"{prefix}/report.json", report)
     store.write_bytes(f"{prefix}/report.md", (markdown + "\n").encode())
     store.write_bytes(f"{prefix}/confusion_matrix.png", matrix_png)
     store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
-    store.publish(
-        "evaluation_report",
-        {
-            "version": version,
-            "path": prefix,
-            "metric": config.metric,
-            "value": report["model"]["value"],
-        },
-    )
     with tempfile.TemporaryDirectory() as scratch:
         image = Path(scratch) / "confusion_matrix.png"
         image.write_bytes(matrix_png)
         tracker.log_report(f"evaluation_report-{version}", _flat(report), {"confusion": image})
 
+    manifest = ReportManifest(
+        version=version,
+        path=prefix,
+        metric=config.metric,
+        value=report["model"]["value"],
+        model_version=fine_tuned_model.version,
+        text_splits_version=text_splits.version,
+        test_hash=text_splits.test_hash,
+    )
     model_scores = report["model"]
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
+    return as_output(
+        manifest,
+        {
             **numeric_metadata(
                 {
                     config.metric: model_scores["value"],
@@ -183,6 +200,8 @@ def evaluation_report(
             ),
             "report": dg.MetadataValue.md(markdown),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
+            "fine_tuned_model_version": dg.MetadataValue.text(fine_tuned_model.version),
+            "text_splits_version": dg.MetadataValue.text(text_splits.version),
             "path": dg.MetadataValue.path(store.uri(prefix)),
         },
     )

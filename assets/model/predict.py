@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from assets.progress import Log, Progress
-from bento.inference import predict_proba as _predict_proba
 
 
 @dataclass
@@ -42,6 +41,8 @@ def predict_proba(
 ) -> Predictions:
     """Class probabilities in the order of `texts`, with the wall time they took; with `log`,
     progress lines (texts done, texts/s, ETA) every few seconds and a closing line."""
+    from bento.inference import predict_proba as _predict_proba
+
     progress = Progress(log, what, len(texts), "texts") if log else None
     started = time.perf_counter()
     probabilities = _predict_proba(

@@ -1,0 +1,244 @@
+"""`approved_model`: the gate between the new model (challenger) and the served one (champion)."""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from assets.interfaces.manifests import (
+    MANIFEST_IO,
+    DecisionManifest,
+    ModelManifest,
+    ReportManifest,
+    TextSplitsManifest,
+    as_output,
+    require_report_on,
+    require_trained_on,
+)
+from assets.interfaces.registry import ModelRegistry, RegisteredModel
+from assets.interfaces.store import ArtifactStore
+from assets.metadata import markdown_table, numeric_metadata
+from assets.model.evaluate import EvaluationConfig, score_predictions
+from assets.model.predict import load_classifier, predict_proba
+from assets.progress import Log
+from assets.serving.gate import Decision, GateRules, Scores, decide
+from assets.versioning import source_version
+
+
+class ApprovalConfig(dg.Config):
+    margin: float = Field(0.0, description="Challenger must reach champion + margin")
+    max_class_f1_drop: float = Field(0.05, ge=0, description="Largest F1 loss allowed on a class")
+    absolute_floor: float = Field(
+        0.4, description="With no champion yet, the official metric must reach this"
+    )
+    must_beat_baseline: bool = Field(
+        True, description="Require the official metric to exceed the TF-IDF baseline's"
+    )
+    force: bool = Field(False, description="Approve whatever the comparison says")
+    force_reason: str = Field("", description="Why force was used (required with force)")
+
+
+def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
+    model = report["model"]
+    return Scores(
+        metric=report["metric"],
+        value=model["value"],
+        ci95=tuple(model["ci95"]),
+        per_class_f1={label: row["f1"] for label, row in model["per_class"].items()},
+        test_hash=test_hash,
+        baseline=report["baseline"]["value"],
+    )
+
+
+def champion_scores(
+    champion: RegisteredModel,
+    store: ArtifactStore,
+    splits: TextSplitsManifest,
+    metric: str,
+    log: Log,
+) -> Scores:
+    """The champion's scores on the current test split: recorded ones when the split is the
+    one it was scored on, recomputed otherwise."""
+    test_hash = splits.test_hash
+    recorded = champion.metadata.get("scores", {})
+    if recorded.get("test_hash") == test_hash and recorded.get("metric") == metric:
+        return Scores(
+            metric, recorded["value"], tuple(recorded["ci95"]), recorded["per_class_f1"], test_hash
+        )
+    log(f"test split changed since {champion.tag} was approved: rescoring it")
+    test = store.read_parquet(splits.paths["test"])
+    model, tokenizer = load_classifier(champion.path)
+    max_length = int(champion.metadata["max_length"])
+    probabilities = predict_proba(
+        model, tokenizer, test["text"].to_list(), max_length, log=log, what="rescoring champion"
+    )
+    scored = score_predictions(
+        test["label"].to_numpy(),
+        probabilities.probabilities,
+        splits.label_names,
+        EvaluationConfig(metric=metric),
+    )
+    return Scores(
+        metric,
+        scored["value"],
+        tuple(scored["ci95"]),
+        {k: v["f1"] for k, v in scored["per_class"].items()},
+        test_hash,
+    )
+
+
+def lineage_labels(model: ModelManifest, run_id: str, scores: Scores, forced: bool) -> dict:
+    """The registry labels of an approved model: its own lineage, from its manifest."""
+    return {
+        "approved": "true",
+        "data_version": model.text_splits.version,
+        "raw_data_version": model.text_splits.raw_texts_version,
+        "model_version": model.version,
+        "dagster_run_id": run_id,
+        "code_version": model.code_version,
+        "metric": f"{scores.metric}={scores.value:.4f}",
+        "forced": "true" if forced else "false",
+    }
+
+
+def decision_markdown(decision: Decision) -> str:
+    rows = [
+        [
+            c.rule,
+            f"{c.challenger:.4f}",
+            f"{c.reference:.4f}",
+            "yes" if c.passed else "**no**",
+        ]
+        for c in decision.comparisons
+    ]
+    lines = [
+        f"**{decision.summary}**",
+        "",
+        *markdown_table(["rule", "challenger", "reference", "passed"], rows, align="lrrc"),
+    ]
+    if decision.reasons:
+        lines += ["", *[f"- {reason}" for reason in decision.reasons]]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    group_name="serving",
+    kinds={"bentoml"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
+    description="Approval of the new model against the served champion on the same test split; "
+    "an approved model goes to the BentoML model store with its lineage labels.",
+)
+def approved_model(
+    context: dg.AssetExecutionContext,
+    config: ApprovalConfig,
+    store: ArtifactStore,
+    registry: ModelRegistry,
+    fine_tuned_model: ModelManifest,
+    evaluation_report: ReportManifest,
+    text_splits: TextSplitsManifest,
+) -> dg.Output[DecisionManifest]:
+    if config.force and not config.force_reason.strip():
+        raise ValueError("force=True needs force_reason: say why the gate is overridden")
+    model = fine_tuned_model
+    require_trained_on(model, text_splits, "approved_model")
+    require_report_on(evaluation_report, model, "approved_model")
+    report = store.read_json(f"{evaluation_report.path}/report.json")
+    challenger = report_scores(report, text_splits.test_hash)
+    rules = GateRules(
+        config.margin, config.max_class_f1_drop, config.absolute_floor, config.must_beat_baseline
+    )
+    force_reason = config.force_reason.strip() if config.force else None
+    # Champion lookup, decision and registration as one step: a concurrent gate waits, then
+    # compares its challenger with whatever this one made the champion.
+    with registry.exclusive():
+        champion = registry.champion()
+        reference = (
+            champion_scores(champion, store, text_splits, challenger.metric, context.log.info)
+            if champion
+            else None
+        )
+        decision = decide(challenger, reference, rules, force_reason)
+        context.log.info(decision.summary)
+        lineage = {
+            "challenger": {
+                "fine_tuned_model": model.version,
+                "evaluation_report": evaluation_report.version,
+                "text_splits": text_splits.version,
+                "raw_texts": text_splits.raw_texts_version,
+                "test_hash": text_splits.test_hash,
+                "code_version": model.code_version,
+            },
+            "champion": ({"tag": champion.tag, **champion.labels} if champion else None),
+        }
+        record: dict[str, Any] = {
+            **decision.to_dict(),
+            "lineage": lineage,
+            "dagster_run_id": context.run_id,
+            "config": config.model_dump(),
+            "served_tag": champion.tag if champion else None,
+        }
+        served_labels = dict(champion.labels) if champion else {}
+        if decision.approved:
+            served_labels = lineage_labels(model, context.run_id, challenger, decision.forced)
+            metadata = {
+                "label_names": model.label_names,
+                "max_length": model.max_length,
+                "base_model": model.base_model,
+                "text_splits": model.text_splits.model_dump(),
+                "scores": {
+                    "metric": challenger.metric,
+                    "value": challenger.value,
+                    "ci95": list(challenger.ci95),
+                    "per_class_f1": challenger.per_class_f1,
+                    "test_hash": text_splits.test_hash,
+                },
+                "metrics": {
+                    challenger.metric: challenger.value,
+                    f"{challenger.metric}_ci95": list(challenger.ci95),
+                    "accuracy": report["model"]["accuracy"],
+                    "ece": report["model"]["ece"],
+                    "baseline": report["baseline"]["value"],
+                },
+                "decision": decision.summary,
+            }
+            with tempfile.TemporaryDirectory() as scratch:
+                folder = Path(scratch) / "model"
+                shutil.copytree(store.local_dir(model.path), folder)
+                (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
+                (folder / "decision.json").write_text(json.dumps(record, indent=2))
+                record["served_tag"] = registry.register(folder, served_labels, metadata)
+            context.log.info(f"registered {record['served_tag']}")
+
+    version = f"{model.version}-{context.run_id[:8]}"
+    path = f"approved_model/{version}/decision.json"
+    store.write_json(path, record)
+    manifest = DecisionManifest(
+        version=version,
+        path=path,
+        approved=decision.approved,
+        served_tag=record["served_tag"],
+        served_labels=served_labels,
+    )
+    return as_output(
+        manifest,
+        {
+            "approved": decision.approved,
+            "forced": decision.forced,
+            "decision": dg.MetadataValue.md(decision_markdown(decision)),
+            "summary": dg.MetadataValue.text(decision.summary),
+            "served_tag": dg.MetadataValue.text(str(record["served_tag"])),
+            **numeric_metadata(
+                {
+                    f"challenger_{challenger.metric}": challenger.value,
+                    f"champion_{challenger.metric}": reference.value if reference else None,
+                    "delta": challenger.value - reference.value if reference else None,
+                }
+            ),
+            "lineage": dg.MetadataValue.json(lineage),
+        },
+    )
