@@ -166,11 +166,18 @@ def count_tokens(texts: pl.Series, base_model: str) -> pl.Series:
     description="Warns when the served traffic has drifted",
 )
 def drift_check(drift_report: DriftManifest) -> dg.AssetCheckResult:
+    if not drift_report.judged:
+        description = f"not judged yet: {drift_report.predictions} predictions (min_predictions)"
+    elif drift_report.drifted:
+        description = "drift in: " + ", ".join(drift_report.reasons)
+    else:
+        description = "no drift"
     return dg.AssetCheckResult(
         passed=not drift_report.drifted,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"reasons": dg.MetadataValue.json(drift_report.reasons)},
-        description="drift in: " + ", ".join(drift_report.reasons)
-        if drift_report.drifted
-        else "no drift",
+        metadata={
+            "reasons": dg.MetadataValue.json(drift_report.reasons),
+            "predictions": drift_report.predictions,
+        },
+        description=description,
     )

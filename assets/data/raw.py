@@ -62,6 +62,12 @@ def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl
     return pl.concat(kept).sort("_row").drop("_row")
 
 
+def content_version(frame: pl.DataFrame, label_names: list[str]) -> str:
+    """The data version of raw_texts: a hash of its rows and its label set (ids mean nothing
+    without their names); the same wherever the same data was read from."""
+    return combined_hash({"rows": frame_hash(frame), "label_names": "\t".join(label_names)})
+
+
 def class_counts(frame: pl.DataFrame, by: str | None = None) -> dict[str, int]:
     keys = [by, "label_name"] if by else ["label_name"]
     counts = frame.group_by(keys).len().sort(keys)
@@ -89,10 +95,7 @@ def raw_texts(
         frame = pl.concat([frame, rows])
     if landed:
         context.log.info(f"added {len(landed)} landed file(s): {landed}")
-    # the label set is part of the content: ids mean nothing without their names
-    content_hash = combined_hash(
-        {"rows": frame_hash(frame), "label_names": "\t".join(source.label_names)}
-    )
+    content_hash = content_version(frame, source.label_names)
     path = f"raw_texts/{content_hash}/raw_texts.parquet"
     store.write_parquet(path, frame)  # same version, same bytes: a rewrite is a no-op
     manifest = RawTextsManifest(

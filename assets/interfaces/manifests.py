@@ -85,8 +85,10 @@ class ServingLogManifest(Manifest):
 
 class DriftManifest(Manifest):
     path: str = Field(description="report.json")
+    judged: bool = Field(description="enough predictions to judge drift on")
     drifted: bool
     reasons: list[str]
+    predictions: int = Field(description="predictions of the model judged")
     model_tag: str | None = Field(description="the served model the traffic was compared for")
 
 

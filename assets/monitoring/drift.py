@@ -39,7 +39,12 @@ class DriftConfig(dg.Config):
         0.05, description="Cosine distance of mean sentence embeddings above this is drift"
     )
     embedding_sample: int = Field(256, ge=16, description="Texts embedded per side")
-    min_predictions: int = Field(50, ge=1, description="Fewest logged predictions to judge on")
+    min_predictions: int = Field(
+        50,
+        ge=1,
+        description="Fewest predictions of the serving model to judge drift on; with fewer the "
+        "report says there is not enough traffic yet",
+    )
     seed: int = Field(0, description="Seed of the embedding sample")
 
 
@@ -170,16 +175,37 @@ def drift_report(
     serving_log: ServingLogManifest,
 ) -> dg.Output[DriftManifest]:
     logged = store.read_parquet(serving_log.path)
-    if logged.height == 0:
-        raise ValueError(
-            f"only 0 logged predictions; drift needs at least {config.min_predictions} "
-            "(min_predictions)"
-        )
-    model_tag, served = served_model_rows(logged)
+    version = f"{serving_log.version}-{context.run_id[:8]}"
+    prefix = f"drift_report/{version}"
+    model_tag, served = served_model_rows(logged) if logged.height else (None, logged)
     if served.height < config.min_predictions:
-        raise ValueError(
-            f"only {served.height} logged predictions of {model_tag}; drift needs at least "
-            f"{config.min_predictions} (min_predictions)"
+        # Too little traffic to judge: a report that says so, not a failure (a fresh deployment).
+        summary = (
+            f"**not enough traffic yet**: {served.height} predictions"
+            + (f" of {model_tag}" if model_tag else "")
+            + f"; drift is judged from {config.min_predictions} (min_predictions)"
+        )
+        report = {"judged": False, "drifted": False, "reasons": [], "summary": summary}
+        store.write_json(f"{prefix}/report.json", report | {"serving_log": serving_log.version})
+        context.log.info(summary.replace("**", ""))
+        manifest = DriftManifest(
+            version=version,
+            path=f"{prefix}/report.json",
+            judged=False,
+            drifted=False,
+            reasons=[],
+            predictions=served.height,
+            model_tag=model_tag,
+        )
+        return as_output(
+            manifest,
+            {
+                "drifted": False,
+                "judged": False,
+                "reasons": dg.MetadataValue.json([]),
+                "report": dg.MetadataValue.md(summary),
+                **numeric_metadata({"served_predictions": served.height}),
+            },
         )
     served_by = registry.get(model_tag)
     if "text_splits" not in served_by.metadata:
@@ -202,8 +228,8 @@ def drift_report(
     plot = length_histograms(
         train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy()
     )
-    version = f"{serving_log.version}-{context.run_id[:8]}"
     report = {
+        "judged": True,
         "drifted": drifted,
         "reasons": reasons,
         "findings": findings,
@@ -212,13 +238,13 @@ def drift_report(
         "text_splits": splits.version,
         "other_models_rows": logged.height - served.height,
     }
-    path = f"drift_report/{version}/report.json"
-    store.write_json(path, report)
-    store.write_bytes(f"drift_report/{version}/report.md", markdown.encode())
-    store.write_bytes(f"drift_report/{version}/lengths.png", plot)
+    store.write_json(f"{prefix}/report.json", report)
+    store.write_bytes(f"{prefix}/report.md", markdown.encode())
+    store.write_bytes(f"{prefix}/lengths.png", plot)
     context.log.info(markdown.split("\n")[0])
     metadata: dict[str, Any] = {
         "drifted": drifted,
+        "judged": True,
         "reasons": dg.MetadataValue.json(reasons),
         "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
         "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
@@ -230,6 +256,12 @@ def drift_report(
         | {name: float(f["value"]) for name, f in findings.items()}
     )
     manifest = DriftManifest(
-        version=version, path=path, drifted=drifted, reasons=reasons, model_tag=model_tag
+        version=version,
+        path=f"{prefix}/report.json",
+        judged=True,
+        drifted=drifted,
+        reasons=reasons,
+        predictions=served.height,
+        model_tag=model_tag,
     )
     return as_output(manifest, metadata)

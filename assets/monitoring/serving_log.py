@@ -77,19 +77,24 @@ class ServingLogConfig(dg.Config):
 def serving_log(
     context: dg.AssetExecutionContext, config: ServingLogConfig, store: ArtifactStore
 ) -> dg.Output[ServingLogManifest]:
-    directory = config.log_dir or (str(default_log_dir()) if default_log_dir() else "")
-    if not directory or not location(directory).is_dir():
-        raise FileNotFoundError(
-            f"no serving log at {directory or '(logging is off)'}: serve the model first, or set "
-            "log_dir / TEXTOPS_SERVING_LOG to the folder the service writes to"
-        )
+    default = default_log_dir()
+    directory = config.log_dir or (str(default) if default else "")
     now = datetime.now(UTC)
     since = (now - timedelta(hours=config.window_hours)).timestamp()
-    frame, torn = read_serving_log(directory, since)
-    if frame.height == 0:
-        raise ValueError(
-            f"the serving log at {directory} has no predictions in the last "
-            f"{config.window_hours:g} h"
+    # Before any traffic the log is empty, not missing: a fresh deployment materializes it.
+    if not directory:
+        frame, torn = pl.DataFrame(schema=LOG_SCHEMA), 0
+        note = "the service's prediction log is off (TEXTOPS_SERVING_LOG=off)"
+    elif not location(directory).is_dir():
+        frame, torn = pl.DataFrame(schema=LOG_SCHEMA), 0
+        note = f"the service has not logged anything yet at {directory}"
+    else:
+        frame, torn = read_serving_log(directory, since)
+        note = (
+            f"{frame.height} predictions since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} "
+            f"UTC at {directory}"
+            if frame.height
+            else f"no predictions in the last {config.window_hours:g} h at {directory}"
         )
     version = f"{int(now.timestamp())}-{context.run_id[:8]}"
     path = f"serving_log/{version}/serving_log.parquet"
@@ -103,18 +108,20 @@ def serving_log(
         rows=frame.height,
         model_tags=models,
     )
-    context.log.info(f"{frame.height} predictions since {since:.0f}; {torn} torn lines skipped")
+    context.log.info(f"{note}; {torn} torn lines skipped")
     return as_output(
         manifest,
         {
             **numeric_metadata(
                 {
+                    "dagster/row_count": frame.height,
                     "predictions": frame.height,
                     "torn_lines_skipped": torn,
                     "latency_ms_p50": frame["latency_ms"].median(),
                     "window_hours": config.window_hours,
                 }
             ),
+            "note": dg.MetadataValue.text(note),
             "models": dg.MetadataValue.json(models),
             "label_counts": dg.MetadataValue.json(dict(frame.group_by("label").len().iter_rows())),
         },

