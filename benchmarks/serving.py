@@ -1,21 +1,20 @@
-"""Serving throughput and latency: adaptive batching vs per item vs the offline ceiling.
+"""Serving throughput and latency: the service on each serving variant vs a hand-written FastAPI
+app, side by side in one run, with the in-process ceiling of each variant.
 
-In one run, on TweetEval test tweets, one tweet per request:
-  batched   `bentoml serve` with adaptive batching (length-sorted micro-batches inside)
-  per-item  the same service with TEXTOPS_BATCHING=0 (batchable=False)
-  ceiling   the model in-process on length-sorted batches, no HTTP (texts/s)
-Closed-loop clients at each concurrency for a fixed time; reports req/s, p50/p99 latency and
-the ratios. Serves the newest approved model in $BENTOML_HOME (or --model-tag). The load comes
-from wrk (C, one connection per client) when it is installed, so that on a small machine the
-client takes little of the CPU the server is measured on; else from a Python httpx client.
+On TweetEval test tweets, one tweet per request, closed-loop clients (wrk) at each concurrency:
+  textops <variant>  `bentoml serve` of the approved model, TEXTOPS_VARIANT=<variant>
+  fastapi            benchmarks/fastapi_baseline.py under uvicorn: one PyTorch forward per
+                     request, the seeds' way
+  ceiling <variant>  the model in-process on length-sorted batches of 32, no HTTP (texts/s)
+Then, on the first variant: a soak at the top concurrency (memory at its start and end, every
+status code counted) and an overload far past capacity (how fast and how it refuses).
 
-    python benchmarks/serving.py --seconds 20 --concurrency 1 8 32
+    python benchmarks/serving.py --seconds 20 --concurrency 1 8 32 64 --soak-seconds 180
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -28,10 +27,10 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tweeteval" / "hate" / "test_text.txt"
+BIN = Path(sys.executable).parent
 
 
 def tweets() -> list[str]:
@@ -47,43 +46,43 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_tag: str, batching: bool) -> None:
+    """A server process in its own session, ready when `ready_path` answers 200."""
+
+    def __init__(self, command: list[str], env: dict[str, str], ready_path: str) -> None:
         self.port = free_port()
-        env = {
-            **os.environ,
-            "TEXTOPS_MODEL_TAG": model_tag,
-            "BENTOML_DO_NOT_TRACK": "true",
-            "TEXTOPS_BATCHING": "1" if batching else "0",
-        }
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.env = {**os.environ, **env}
+        self.ready_path = ready_path
+
+    def __enter__(self) -> Server:
         self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "bentoml"),
-                "serve",
-                "bento.service:TextClassifier",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            self.command,
             cwd=ROOT,
-            env=env,
+            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("bentoml serve exited during start")
+                raise RuntimeError(f"{self.command[0]} exited during start")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.5)
-        raise TimeoutError("bentoml serve not ready in 180 s")
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{' '.join(self.command)} not ready in 180 s")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its children."""
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        processes = [parent, *parent.children(recursive=True)]
+        return sum(p.memory_info().rss for p in processes if p.is_running()) / 1e6
 
     def __exit__(self, *exc) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
@@ -93,102 +92,64 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(worker: int, session: httpx.AsyncClient) -> None:
-        nonlocal errors
-        i = worker
-        while time.perf_counter() < deadline:
-            text = texts[i % len(texts)]
-            i += concurrency
-            started = time.perf_counter()
-            response = await session.post(f"{url}/classify", json={"texts": [text]})
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors += 1
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as session:
-        # warm up the connection pool and the model
-        await asyncio.gather(
-            *(
-                session.post(f"{url}/classify", json={"texts": [texts[0]]})
-                for _ in range(concurrency)
-            )
-        )
-        started = time.perf_counter()
-        await asyncio.gather(*(client(w, session) for w in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    return {
-        "req_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "requests": len(latencies),
-        "errors": errors,
-    }
+def textops_server(model_tag: str, variant: str) -> Server:
+    return Server(
+        [str(BIN / "bentoml"), "serve", "bento.service:TextClassifier"]
+        + ["--host", "127.0.0.1", "--port", "{port}"],
+        {
+            "TEXTOPS_MODEL_TAG": model_tag,
+            "TEXTOPS_VARIANT": variant,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "TEXTOPS_SERVING_LOG": os.environ.get("TEXTOPS_SERVING_LOG", "off"),
+        },
+        "/readyz",
+    )
 
 
+def fastapi_server(model_dir: str) -> Server:
+    return Server(
+        [str(BIN / "uvicorn"), "benchmarks.fastapi_baseline:app"]
+        + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
+        {"TEXTOPS_BASELINE_MODEL": model_dir},
+        "/docs",
+    )
+
+
+# Every response's status is counted per thread and summed at the end.
 WRK_SCRIPT = """
 local bodies = {%s}
-local i = 0
+local threads = {}
+local counter = 1
+setup = function(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+init = function(args)
+  statuses = {}
+  i = 0
+end
 request = function()
   i = i %% #bodies + 1
   return wrk.format("POST", "/classify", {["Content-Type"] = "application/json"}, bodies[i])
 end
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
 done = function(summary, latency, requests)
-  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout
-  io.write(string.format("RESULT %%d %%f %%f %%f %%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), errors))
+  local total = {}
+  for _, thread in ipairs(threads) do
+    local counts = thread:get("statuses")
+    for status, n in pairs(counts) do total[status] = (total[status] or 0) + n end
+  end
+  local parts = {}
+  for status, n in pairs(total) do table.insert(parts, status .. "=" .. n) end
+  local failures = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout
+  io.write(string.format("RESULT %%d %%f %%f %%f %%d %%s\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), failures, table.concat(parts, ",")))
 end
 """
-
-
-def wrk_closed_loop(
-    url: str, texts: list[str], concurrency: int, seconds: float, script: Path
-) -> dict:
-    bodies = ",".join(lua_string(json.dumps({"texts": [t]})) for t in texts)
-    script.write_text(WRK_SCRIPT % bodies)
-    threads = min(concurrency, 2)
-    # warm up, then measure
-    subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", "-d2s", "-s", str(script), url],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{concurrency}",
-            f"-d{seconds:.0f}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
-    requests, duration_us, p50_us, p99_us, errors = (float(f) for f in fields[1:])
-    return {
-        "req_per_s": requests / (duration_us / 1e6),
-        "p50_ms": p50_us / 1000,
-        "p99_ms": p99_us / 1000,
-        "requests": int(requests),
-        "errors": int(errors),
-        "client": "wrk",
-    }
 
 
 def lua_string(text: str) -> str:
@@ -197,78 +158,143 @@ def lua_string(text: str) -> str:
     )
 
 
-def offline_ceiling(model_tag: str, texts: list[str], seconds: float, batch_size: int) -> float:
-    import bentoml
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load(url: str, script: Path, concurrency: int, seconds: float, warm_up: bool = True) -> dict:
+    """Closed-loop load with wrk: req/s of 200s, p50/p99 latency, every status counted."""
+    threads = min(concurrency, 2)
+    if warm_up:
+        subprocess.run(
+            ["wrk", "-t1", f"-c{min(concurrency, 8)}", "-d2s", "-s", str(script), url],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    command = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:.0f}s"]
+    command += ["--timeout", "30s", "-s", str(script), url]
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=seconds + 90
+    ).stdout
+    fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
+    requests, duration_us, p50_us, p99_us, failures = (float(f) for f in fields[1:6])
+    statuses = (
+        dict(
+            (int(k), int(v)) for k, v in (part.split("=") for part in fields[6].split(",") if part)
+        )
+        if len(fields) > 6
+        else {}
+    )
+    ok = statuses.get(200, 0)
+    return {
+        "req_per_s": ok / (duration_us / 1e6),
+        "p50_ms": p50_us / 1000,
+        "p99_ms": p99_us / 1000,
+        "requests": int(requests),
+        "statuses": statuses,
+        "errors": int(requests) - ok + int(failures),
+    }
 
-    from bento.inference import predict_proba
 
-    stored = bentoml.models.get(model_tag)
-    model = AutoModelForSequenceClassification.from_pretrained(stored.path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(stored.path)
-    max_length = int(stored.info.metadata.get("max_length", 128))
-    torch.set_num_threads(torch.get_num_threads())
-    predict_proba(model, tokenizer, texts[:64], max_length, batch_size)
+def ceiling(model_dir: str, variant: str, texts: list[str], seconds: float) -> float:
+    """Texts/s of a variant in-process: length-sorted batches of 32, tokenization included."""
+    from bento.inference import load_predictor, serving_settings
+
+    max_length = int(serving_settings(Path(model_dir)).get("max_length", 128))
+    predictor = load_predictor(Path(model_dir), max_length, variant, micro_batch=32)
+    predictor.predict_proba(texts[:64])
     done, started, i = 0, time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
         chunk = texts[i : i + 256] or texts[:256]
         i = (i + 256) % len(texts)
-        predict_proba(model, tokenizer, chunk, max_length, batch_size)
+        predictor.predict_proba(chunk)
         done += len(chunk)
     return done / (time.perf_counter() - started)
+
+
+def row(name: str, stats: dict) -> str:
+    statuses = ", ".join(f"{code}: {n}" for code, n in sorted(stats["statuses"].items()))
+    return (
+        f"| {name} | {stats['concurrency']} | {stats['req_per_s']:.1f} | {stats['p50_ms']:.1f} "
+        f"| {stats['p99_ms']:.1f} | {stats['errors']} | {statuses} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--model-tag", default="")
-    parser.add_argument("--micro-batch", type=int, default=32)
-    parser.add_argument(
-        "--python-client",
-        action="store_true",
-        help="use the Python httpx client even when wrk is installed",
-    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--variants", nargs="+", default=["onnx-int8", "onnx-fp32", "pytorch"])
+    parser.add_argument("--model-tag", default="", help="default: the newest approved model")
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--overload-concurrency", type=int, default=1024)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed for the load (Debian: apt-get install wrk)")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    import bentoml
+
     from bento.registry import serving_tag
 
     tag = args.model_tag or serving_tag()
+    model_dir = bentoml.models.get(tag).path
     texts = tweets()
-    results: dict = {"model_tag": tag, "cpu_count": os.cpu_count()}
-    use_wrk = shutil.which("wrk") is not None and not args.python_client
     script = Path(tempfile.mkdtemp()) / "classify.lua"
-    for mode, batching in (("batched", True), ("per_item", False)):
-        with Server(tag, batching) as server:
+    script.write_text(WRK_SCRIPT % ",".join(lua_string(json.dumps({"texts": [t]})) for t in texts))
+    results: dict = {"model_tag": tag, "cpu_count": os.cpu_count(), "runs": []}
+    lines = [
+        "| server | c | req/s | p50 ms | p99 ms | errors | statuses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def measure(name: str, server: Server) -> None:
+        with server:
             for level in args.concurrency:
-                if use_wrk:
-                    stats = wrk_closed_loop(server.url, texts, level, args.seconds, script)
-                else:
-                    stats = asyncio.run(closed_loop(server.url, texts, level, args.seconds))
-                results[f"{mode}@{level}"] = stats
-                print(
-                    f"{mode:9s} c={level:<3d} {stats['req_per_s']:7.1f} req/s  "
-                    f"p50 {stats['p50_ms']:7.1f} ms  p99 {stats['p99_ms']:7.1f} ms  "
-                    f"errors {stats['errors']}",
-                    flush=True,
-                )
-    ceiling = offline_ceiling(tag, texts, args.seconds, args.micro_batch)
-    results["ceiling_texts_per_s"] = ceiling
-    print(
-        f"ceiling   {ceiling:7.1f} texts/s (in-process, length-sorted batches of "
-        f"{args.micro_batch})"
-    )
-    top = max(args.concurrency)
-    batched, per_item = results[f"batched@{top}"], results[f"per_item@{top}"]
-    results["batched_over_per_item"] = batched["req_per_s"] / per_item["req_per_s"]
-    results["batched_share_of_ceiling"] = batched["req_per_s"] / ceiling
-    print(
-        f"c={top}: batched / per-item {results['batched_over_per_item']:.2f}x (target 1.6x); "
-        f"batched / ceiling {results['batched_share_of_ceiling']:.0%} (target 85%); "
-        f"batched p99 {batched['p99_ms']:.0f} ms (target 300 ms)"
-    )
+                stats = {"server": name, "concurrency": level}
+                stats |= load(server.url, script, level, args.seconds)
+                results["runs"].append(stats)
+                lines.append(row(name, stats))
+                print(lines[-1], flush=True)
+
+    for variant in args.variants:
+        measure(f"textops {variant}", textops_server(tag, variant))
+    measure("fastapi (PyTorch per request)", fastapi_server(model_dir))
+
+    results["ceilings"] = {v: ceiling(model_dir, v, texts, args.seconds) for v in args.variants}
+    for variant, value in results["ceilings"].items():
+        print(f"ceiling {variant}: {value:.1f} texts/s", flush=True)
+
+    if args.soak_seconds:
+        variant = args.variants[0]
+        top = max(args.concurrency)
+        with textops_server(tag, variant) as server:
+            load(server.url, script, top, 5)
+            before = server.rss_mb()
+            soak = load(server.url, script, top, args.soak_seconds, warm_up=False)
+            after = server.rss_mb()
+            overload = load(server.url, script, args.overload_concurrency, 20, warm_up=False)
+            after_overload = server.rss_mb()
+        soak |= {"server": f"textops {variant} soak", "concurrency": top}
+        overload |= {
+            "server": f"textops {variant} overload",
+            "concurrency": args.overload_concurrency,
+        }
+        results["soak"] = soak | {"rss_mb_start": before, "rss_mb_end": after}
+        results["overload"] = overload | {"rss_mb_end": after_overload}
+        lines += [row(soak["server"], soak), row(overload["server"], overload)]
+        print(lines[-2], f"RSS {before:.0f} -> {after:.0f} MB", flush=True)
+        print(lines[-1], f"RSS {after_overload:.0f} MB", flush=True)
+
+    by = {(r["server"], r["concurrency"]): r for r in results["runs"]}
+    best, top = f"textops {args.variants[0]}", max(args.concurrency)
+    summary = []
+    if (best, top) in by and ("fastapi (PyTorch per request)", top) in by:
+        ratio = (
+            by[(best, top)]["req_per_s"] / by[("fastapi (PyTorch per request)", top)]["req_per_s"]
+        )
+        share = by[(best, top)]["req_per_s"] / results["ceilings"][args.variants[0]]
+        summary.append(f"c={top}: {best} / fastapi {ratio:.2f}x; share of its ceiling {share:.0%}")
+        results["ratio_vs_fastapi"], results["share_of_ceiling"] = ratio, share
+    ceilings = ", ".join(f"{v} {c:.0f}" for v, c in results["ceilings"].items())
+    print("\n".join(["", *lines, "", f"in-process ceilings (texts/s): {ceilings}", *summary]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

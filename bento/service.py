@@ -1,30 +1,42 @@
-"""The textops classifier as a BentoML service: the newest approved model, loaded once.
+"""The textops classifier as a BentoML service: the newest approved model on the fastest serving
+variant that passed its parity check (ONNX Runtime int8 on a CPU, as a rule), loaded once.
 
-Settings (environment, read at start): TEXTOPS_MODEL_TAG pins a model tag; TEXTOPS_BATCHING=0
-turns adaptive batching off; TEXTOPS_MAX_BATCH_SIZE / TEXTOPS_MAX_LATENCY_MS bound the adaptive
-batches; TEXTOPS_MICRO_BATCH is the size of the length-sorted micro-batches run inside one;
-TEXTOPS_SERVICE_THREADS is the request threads, TEXTOPS_TORCH_THREADS torch's intra-op threads;
-TEXTOPS_SERVING_LOG is the prediction log's folder (`off` disables it) and
-TEXTOPS_SERVING_LOG_TEXT=0 keeps texts out of it.
+Requests go through a greedy micro-batcher: a lone request runs at once, and requests that
+arrive while the model is busy run together next, so one client never waits for company and a
+crowd is served in batches. Past the queue limit requests get 429 at once; bodies over the size
+limit get 413 before they are read.
+
+Settings (environment, read at start):
+  TEXTOPS_MODEL_TAG        serve this model tag instead of the newest approved one
+  TEXTOPS_VARIANT          onnx-int8, onnx-fp32 or pytorch instead of the approved choice
+  TEXTOPS_THREADS          inference threads (0: one per physical core)
+  TEXTOPS_MICRO_BATCH      texts per length-sorted micro-batch
+  TEXTOPS_MAX_BATCH_SIZE   most texts run together
+  TEXTOPS_MAX_QUEUE        most texts waiting before requests are refused with 429
+  TEXTOPS_MAX_BODY_BYTES   largest request body (larger: 413)
+  TEXTOPS_SERVING_LOG      the prediction log's folder (`off` disables it)
+  TEXTOPS_SERVING_LOG_TEXT 0 keeps texts out of the log
+  TEXTOPS_ACCESS_LOG       1 logs every request (BentoML's access log; off by default)
+  TEXTOPS_ORT_SPIN         0 stops ONNX Runtime's threads from spinning while they wait
 """
 
 from __future__ import annotations
 
 import os
 import time
+from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from pydantic import BaseModel, Field, StringConstraints
 
+from bento.batching import GreedyBatcher, Overloaded
+from bento.http import BodySizeLimit, quiet_client_errors
+from bento.inference import label_names, load_predictor, serving_settings
 from bento.registry import serving_tag
 from bento.serving_log import LOG_TEXT_ENV, ServingLog, default_log_dir
-
-with bentoml.importing():
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from bento.inference import predict_proba
 
 MAX_TEXTS = 256
 MAX_CHARS = 2000
@@ -41,6 +53,15 @@ Texts = Annotated[
 ]
 
 
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return int(value)
+
+
 def _docs_redirect():
     """`/docs` opens BentoML's OpenAPI page, which it serves at `/` (spec at `/docs.json`)."""
     from starlette.applications import Starlette
@@ -53,13 +74,10 @@ def _docs_redirect():
     return Starlette(routes=[Route("/", docs)])
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+class TooManyRequests(bentoml.exceptions.BentoMLException):
+    """The queue is full: the client should retry shortly."""
+
+    error_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class Prediction(BaseModel):
@@ -72,48 +90,77 @@ class ModelCard(BaseModel):
     tag: str
     labels: dict[str, str] = Field(description="Lineage: approval, data version, run, code")
     label_names: list[str]
+    variant: str = Field(description="The serving variant: onnx-int8, onnx-fp32 or pytorch")
     metrics: dict[str, Any] = Field(description="The approving evaluation's numbers")
 
 
 @bentoml.asgi_app(_docs_redirect(), path="/docs")
 @bentoml.service(
     name="textops",
-    workers=1,
-    threads=_env_int("TEXTOPS_SERVICE_THREADS", 4),
-    traffic={"timeout": 60, "max_concurrency": 256},
+    workers=_env_int("TEXTOPS_WORKERS", 1),
+    # Beyond this many requests in flight BentoML answers 503 at once; below it the batcher's
+    # queue limit (429) is the one that applies.
+    traffic={"timeout": 30, "max_concurrency": 512},
+    # one line per request costs about a tenth of the throughput on 2 cores; the prediction log
+    # keeps what monitoring needs
+    logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
 )
 class TextClassifier:
     model_ref = bentoml.models.BentoModel(serving_tag())
 
     def __init__(self) -> None:
-        torch.set_num_threads(_env_int("TEXTOPS_TORCH_THREADS", torch.get_num_threads()))
+        quiet_client_errors()
         stored = self.model_ref
         self.tag = str(stored.tag)
         self.info = stored.info
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.classifier = AutoModelForSequenceClassification.from_pretrained(stored.path)
-        self.classifier.eval().to(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(stored.path)
-        config = self.classifier.config
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_length = int(self.info.metadata.get("max_length", 128))
-        self.micro_batch = _env_int("TEXTOPS_MICRO_BATCH", 32)
+        path = Path(stored.path)
+        settings = serving_settings(path)
+        self.variant = os.environ.get("TEXTOPS_VARIANT") or settings["variant"]
+        self.label_names = label_names(path)
+        self.predictor = load_predictor(
+            path,
+            int(self.info.metadata.get("max_length", settings.get("max_length", 128))),
+            self.variant,
+            threads=_env_int("TEXTOPS_THREADS", 0, minimum=0),
+            micro_batch=_env_int("TEXTOPS_MICRO_BATCH", 32),
+            temperature=float(settings.get("temperature", 1.0)),
+        )
+        self.predictor.predict_proba(["warm up"])  # first call allocates; not a client's cost
         log_dir = default_log_dir()
         self.serving_log = (
             ServingLog(log_dir, os.environ.get(LOG_TEXT_ENV, "1") != "0") if log_dir else None
         )
-
-    @bentoml.api(
-        batchable=os.environ.get("TEXTOPS_BATCHING", "1") != "0",
-        max_batch_size=_env_int("TEXTOPS_MAX_BATCH_SIZE", 256),
-        max_latency_ms=_env_int("TEXTOPS_MAX_LATENCY_MS", 1000),
-    )
-    def classify(self, texts: Texts) -> list[Prediction]:
-        """Label, score and class probabilities of each text, in the order given."""
-        started = time.perf_counter()
-        probabilities = predict_proba(
-            self.classifier, self.tokenizer, texts, self.max_length, self.micro_batch
+        self.batcher = GreedyBatcher(
+            self._run,
+            max_batch=_env_int("TEXTOPS_MAX_BATCH_SIZE", 64),
+            max_queue=_env_int("TEXTOPS_MAX_QUEUE", 2048),
         )
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        """One batch on the inference thread, logged there too (off the event loop)."""
+        started = time.perf_counter()
+        probabilities = self.predictor.predict_proba(texts)
+        if self.serving_log is not None:
+            labels = [self.label_names[i] for i in probabilities.argmax(axis=1)]
+            self.serving_log.append(
+                self.tag,
+                texts,
+                labels,
+                [
+                    dict(zip(self.label_names, map(float, row), strict=True))
+                    for row in probabilities
+                ],
+                (time.perf_counter() - started) * 1000,
+            )
+        return probabilities
+
+    @bentoml.api
+    async def classify(self, texts: Texts) -> list[Prediction]:
+        """Label, score and class probabilities of each text, in the order given."""
+        try:
+            probabilities = await self.batcher.submit(texts)
+        except Overloaded as error:
+            raise TooManyRequests(str(error)) from None
         results = []
         for row in probabilities:
             best = int(row.argmax())
@@ -126,22 +173,20 @@ class TextClassifier:
                     },
                 )
             )
-        if self.serving_log is not None:
-            self.serving_log.append(
-                self.tag,
-                texts,
-                [r.label for r in results],
-                [r.probabilities for r in results],
-                (time.perf_counter() - started) * 1000,
-            )
         return results
 
     @bentoml.api
     def model(self) -> ModelCard:
-        """The served model's tag, lineage labels and evaluation metrics."""
+        """The served model's tag, lineage labels, serving variant and evaluation metrics."""
         return ModelCard(
             tag=self.tag,
             labels=dict(self.info.labels),
             label_names=self.label_names,
+            variant=self.variant,
             metrics=dict(self.info.metadata.get("metrics", {})),
         )
+
+
+TextClassifier.add_asgi_middleware(
+    BodySizeLimit, max_bytes=_env_int("TEXTOPS_MAX_BODY_BYTES", 1 << 20)
+)

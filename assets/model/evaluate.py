@@ -114,15 +114,16 @@ def evaluation_report(
     test = store.read_parquet(text_splits.paths["test"])
     texts, y_true = test["text"].to_list(), test["label"].to_numpy()
 
-    model, tokenizer = load_classifier(store.local_dir(fine_tuned_model.path))
-    max_length = fine_tuned_model.max_length
-    predictions = predict_proba(
-        model, tokenizer, texts, max_length, config.batch_size, context.log.info, "test split"
+    predictor = load_classifier(
+        store.local_dir(fine_tuned_model.path),
+        fine_tuned_model.max_length,
+        micro_batch=config.batch_size,
     )
+    predictions = predict_proba(predictor, texts, context.log.info, "test split")
     latencies = []
     for text in texts[: config.latency_samples]:
         started = time.perf_counter()
-        predict_proba(model, tokenizer, [text], max_length, 1)
+        predictor.predict_proba([text])
         latencies.append((time.perf_counter() - started) * 1000)
     context.log.info("scoring the TF-IDF baseline")
     baseline_pred = tfidf_logistic_regression(

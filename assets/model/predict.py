@@ -1,4 +1,5 @@
-"""Batched inference for evaluation and approval, through the service's own inference loop."""
+"""Batched prediction for evaluation, approval and export, through the service's own inference
+loop (bento/inference.py), with progress lines and the wall time it took."""
 
 from __future__ import annotations
 
@@ -21,33 +22,29 @@ class Predictions:
         return self.probabilities.argmax(axis=1)
 
 
-def load_classifier(model_dir: Path):
-    """Model (eval mode) and tokenizer saved by `fine_tune`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_classifier(
+    model_dir: Path,
+    max_length: int,
+    variant: str = "pytorch",
+    micro_batch: int = 64,
+    temperature: float = 1.0,
+):
+    """A `bento.inference.Predictor` of a saved model on one serving variant."""
+    from bento.inference import load_predictor
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(model_dir)
+    return load_predictor(
+        model_dir, max_length, variant, micro_batch=micro_batch, temperature=temperature
+    )
 
 
 def predict_proba(
-    model,
-    tokenizer,
-    texts: list[str],
-    max_length: int,
-    batch_size: int = 64,
-    log: Log | None = None,
-    what: str = "predicting",
+    predictor, texts: list[str], log: Log | None = None, what: str = "predicting"
 ) -> Predictions:
     """Class probabilities in the order of `texts`, with the wall time they took; with `log`,
     progress lines (texts done, texts/s, ETA) every few seconds and a closing line."""
-    from bento.inference import predict_proba as _predict_proba
-
     progress = Progress(log, what, len(texts), "texts") if log else None
     started = time.perf_counter()
-    probabilities = _predict_proba(
-        model, tokenizer, texts, max_length, batch_size, progress.update if progress else None
-    )
+    probabilities = predictor.predict_proba(texts, progress.update if progress else None)
     seconds = time.perf_counter() - started
     if progress:
         progress.finish()

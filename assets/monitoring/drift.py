@@ -48,6 +48,15 @@ class DriftConfig(dg.Config):
     seed: int = Field(0, description="Seed of the embedding sample")
 
 
+def load_encoder(model_dir):
+    """The served model's transformers classifier (its encoder gives sentence embeddings) and
+    its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    return model.eval(), AutoTokenizer.from_pretrained(model_dir)
+
+
 def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
     """The encoder's mean-pooled last hidden state (the sentence embedding MiniLM was trained
     for), in length-sorted batches."""
@@ -215,9 +224,7 @@ def drift_report(
         )
     splits = TextSplitsManifest.model_validate(served_by.metadata["text_splits"])
     train = store.read_parquet(splits.paths["train"])
-    from assets.model.predict import load_classifier
-
-    model, tokenizer = load_classifier(served_by.path)
+    model, tokenizer = load_encoder(served_by.path)
     max_length = int(served_by.metadata["max_length"])
     findings = drift_findings(
         train, served, splits.label_names, config, tokenizer, model, max_length

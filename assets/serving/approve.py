@@ -25,8 +25,10 @@ from assets.metadata import markdown_table, numeric_metadata
 from assets.model.evaluate import EvaluationConfig, score_predictions
 from assets.model.predict import load_classifier, predict_proba
 from assets.progress import Log
+from assets.serving.export import serving_variants
 from assets.serving.gate import Decision, GateRules, Scores, decide
 from assets.versioning import source_version
+from bento.inference import SERVING_FILE
 
 
 class ApprovalConfig(dg.Config):
@@ -40,6 +42,17 @@ class ApprovalConfig(dg.Config):
     )
     force: bool = Field(False, description="Approve whatever the comparison says")
     force_reason: str = Field("", description="Why force was used (required with force)")
+    parity_tolerance: float = Field(
+        0.005,
+        ge=0,
+        description="An ONNX variant is served only if its official metric on the test split "
+        "is within this of the PyTorch model's",
+    )
+    serving_variant: str = Field(
+        "",
+        description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
+        "says; empty: the fastest that passes parity",
+    )
 
 
 def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
@@ -71,11 +84,8 @@ def champion_scores(
         )
     log(f"test split changed since {champion.tag} was approved: rescoring it")
     test = store.read_parquet(splits.paths["test"])
-    model, tokenizer = load_classifier(champion.path)
-    max_length = int(champion.metadata["max_length"])
-    probabilities = predict_proba(
-        model, tokenizer, test["text"].to_list(), max_length, log=log, what="rescoring champion"
-    )
+    predictor = load_classifier(champion.path, int(champion.metadata["max_length"]))
+    probabilities = predict_proba(predictor, test["text"].to_list(), log, "rescoring champion")
     scored = score_predictions(
         test["label"].to_numpy(),
         probabilities.probabilities,
@@ -103,6 +113,35 @@ def lineage_labels(model: ModelManifest, run_id: str, scores: Scores, forced: bo
         "metric": f"{scores.metric}={scores.value:.4f}",
         "forced": "true" if forced else "false",
     }
+
+
+def variants_markdown(serving: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"**{name}**" if name == serving["variant"] else name,
+            f"{score['value']:.4f}",
+            f"{score['agreement']:.2%}",
+            f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
+            f"{score['texts_per_s']:.0f}",
+            "yes" if score["passed"] else "**no**",
+        ]
+        for name, score in serving["variants"].items()
+    ]
+    header = [
+        "variant",
+        serving["metric"].replace("_", " "),
+        "agreement",
+        "alone = in batch",
+        "texts/s",
+        "parity",
+    ]
+    return "\n".join(
+        [
+            f"serving **{serving['variant']}**: {serving['why']}",
+            "",
+            *markdown_table(header, rows, align="lrrrrc"),
+        ]
+    )
 
 
 def decision_markdown(decision: Decision) -> str:
@@ -209,6 +248,21 @@ def approved_model(
             with tempfile.TemporaryDirectory() as scratch:
                 folder = Path(scratch) / "model"
                 shutil.copytree(store.local_dir(model.path), folder)
+                test = store.read_parquet(text_splits.paths["test"])
+                serving = serving_variants(
+                    folder,
+                    test["text"].to_list(),
+                    test["label"].to_numpy(),
+                    challenger.metric,
+                    model.max_length,
+                    config.parity_tolerance,
+                    context.log.info,
+                    config.serving_variant,
+                )
+                (folder / SERVING_FILE).write_text(json.dumps(serving, indent=2))
+                served_labels["serving_variant"] = serving["variant"]
+                metadata["serving"] = serving
+                record["serving"] = serving
                 (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
                 (folder / "decision.json").write_text(json.dumps(record, indent=2))
                 record["served_tag"] = registry.register(folder, served_labels, metadata)
@@ -224,9 +278,24 @@ def approved_model(
         served_tag=record["served_tag"],
         served_labels=served_labels,
     )
+    serving_metadata: dict[str, Any] = {}
+    if "serving" in record:
+        serving = record["serving"]
+        serving_metadata = {
+            "serving_variant": dg.MetadataValue.text(serving["variant"]),
+            "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
+            **numeric_metadata(
+                {
+                    f"{name}/{key}": score[key]
+                    for name, score in serving["variants"].items()
+                    for key in ("value", "agreement", "texts_per_s")
+                }
+            ),
+        }
     return as_output(
         manifest,
         {
+            **serving_metadata,
             "approved": decision.approved,
             "forced": decision.forced,
             "decision": dg.MetadataValue.md(decision_markdown(decision)),

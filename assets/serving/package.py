@@ -24,16 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class BentoConfig(dg.Config):
     bentofile: str = Field(
-        "bento/bentofile.yaml",
-        description="Build file relative to the repository root (bento/bentofile.gpu.yaml for "
-        "a CUDA image)",
+        "",
+        description="Build file relative to the repository root; empty: the one the served "
+        "variant needs (bento/bentofile.yaml for ONNX Runtime, no torch; "
+        "bento/bentofile.torch.yaml for PyTorch); bento/bentofile.gpu.yaml for a CUDA image",
     )
     torch_wheel: str = Field(
         "",
         description="A local torch wheel to put in the bento instead of torch from an "
-        "index (e.g. a CPU build on a machine without the PyTorch index); empty: as the "
-        "build file says",
+        "index (e.g. a CPU build on a machine without the PyTorch index), when the build file "
+        "installs torch at all; empty: as the build file says",
     )
+
+
+def bentofile_for(variant: str) -> str:
+    """The build file whose image carries what `variant` runs on, and nothing more."""
+    return "bento/bentofile.yaml" if variant.startswith("onnx-") else "bento/bentofile.torch.yaml"
+
+
+def installs_torch(bentofile: Path) -> bool:
+    packages = yaml.safe_load(bentofile.read_text()).get("python", {}).get("packages", [])
+    return any(p.replace(" ", "").startswith("torch") for p in packages)
 
 
 def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
@@ -150,11 +161,13 @@ def bento(
         if key in approved_model.served_labels
     }
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    context.log.info(f"bentoml build of {config.bentofile} for {model_tag}")
+    variant = approved_model.served_labels.get("serving_variant", "pytorch")
+    bentofile_name = config.bentofile or bentofile_for(variant)
+    context.log.info(f"bentoml build of {bentofile_name} for {model_tag} ({variant})")
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
-        bentofile = ROOT / config.bentofile
-        if config.torch_wheel:
+        bentofile = ROOT / bentofile_name
+        if config.torch_wheel and installs_torch(bentofile):
             bentofile = with_torch_wheel(
                 bentofile, config.torch_wheel, Path(scratch) / "bentofile.yaml"
             )
@@ -182,6 +195,8 @@ def bento(
         data_version=dg.DataVersion(tag),
         metadata={
             "bento_tag": dg.MetadataValue.text(tag),
+            "serving_variant": dg.MetadataValue.text(variant),
+            "bentofile": dg.MetadataValue.text(bentofile_name),
             "model_tag": dg.MetadataValue.text(model_tag),
             **numeric_metadata({"size_mb_with_model": size / 1e6}),
             "dockerfile": dg.MetadataValue.path(str(dockerfile)),

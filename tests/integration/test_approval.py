@@ -92,3 +92,50 @@ def test_floor_applies_without_a_champion(approved_graph, floor, monkeypatch):
     result = approve(approved_graph, absolute_floor=floor)
     meta = result.asset_materializations_for_node("approved_model")[0].metadata
     assert meta["approved"].value is (meta["challenger_macro_f1"].value >= floor)
+
+
+def test_an_approved_model_carries_parity_checked_serving_variants(approved_graph):
+    from bento.inference import serving_settings
+
+    model = next(m for m in approved_models() if str(m.tag) == approved_graph["tag"])
+    path = Path(model.path)
+    assert (path / "onnx" / "model.onnx").is_file() and (path / "onnx" / "model.int8.onnx").is_file()
+    serving = serving_settings(path)
+    assert set(serving["variants"]) == {"pytorch", "onnx-fp32", "onnx-int8"}
+    for name, score in serving["variants"].items():
+        assert 0 <= score["agreement"] <= 1 and score["texts_per_s"] > 0, name
+    assert serving["variants"][serving["variant"]]["passed"]
+    assert serving["variants"]["onnx-fp32"]["agreement"] == 1.0  # exact export
+    assert model.info.labels["serving_variant"] == serving["variant"]
+    meta = approved_graph["result"].asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["serving_variant"].value == serving["variant"]
+    assert "| variant |" in meta["serving_variants"].value
+
+
+def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
+    approved_graph, monkeypatch
+):
+    import onnx
+
+    from assets.serving import export
+
+    def broken_quantization(source, path):
+        """An "int8" model that answers the opposite class: it cannot pass parity."""
+        graph = onnx.load(str(source))
+        graph.graph.output[0].name = "logits_before"
+        graph.graph.node[-1].output[0] = "logits_before"
+        graph.graph.node.append(onnx.helper.make_node("Neg", ["logits_before"], ["logits"]))
+        graph.graph.output[0].name = "logits"
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(export, "quantize_int8", broken_quantization)
+    result = approve(approved_graph)  # the same model again: it ties the champion, approved
+    meta = result.asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["approved"].value is True
+    decision = approved_graph["store"].read_json(result.output_for_node("approved_model").path)
+    serving = decision["serving"]
+    int8 = serving["variants"]["onnx-int8"]
+    assert not int8["passed"] and int8["agreement"] < 0.5
+    assert serving["variant"] in {"onnx-fp32", "pytorch"}
+    assert "failed: onnx-int8: macro_f1" in serving["why"]
+    assert meta["onnx-int8/agreement"].value < 0.5

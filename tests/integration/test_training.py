@@ -77,8 +77,7 @@ def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
 
     report_dir = result.output_for_node("evaluation_report").path
     predictions = store.read_parquet(f"{report_dir}/predictions.parquet")
-    model, tokenizer = load_classifier(model_dir)
-    again = predict_proba(model, tokenizer, predictions["text"].to_list(), max_length=32)
+    again = predict_proba(load_classifier(model_dir, max_length=32), predictions["text"].to_list())
     assert again.labels.tolist() == predictions["predicted"].to_list()
     np.testing.assert_allclose(
         again.probabilities, np.stack(predictions["probabilities"]), atol=1e-5

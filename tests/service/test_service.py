@@ -85,16 +85,47 @@ def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):
     assert "macro_f1" in card["metrics"]
 
 
+@pytest.mark.parametrize("variant", ["onnx-int8", "onnx-fp32", "pytorch"])
+def test_the_service_answers_on_every_variant(approved_graph, tmp_path, variant):
+    port = free_port()
+    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"], "TEXTOPS_VARIANT": variant}
+    url = f"http://127.0.0.1:{port}"
+    with running(bentoml_serve(port), env, tmp_path / "serve.log", ready_url=f"{url}/readyz"):
+        assert httpx.post(f"{url}/model", json={}, timeout=30).json()["variant"] == variant
+        response = httpx.post(f"{url}/classify", json={"texts": CLEAR}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert [r["label"] for r in response.json()] == EXPECTED
+
+
+def test_the_approved_variant_is_served_unless_one_is_pinned(client, approved_graph):
+    from bento.inference import serving_settings
+    from bento.registry import approved_models
+
+    model = next(m for m in approved_models() if str(m.tag) == approved_graph["tag"])
+    chosen = serving_settings(Path(model.path))["variant"]
+    assert client.post("/model", json={}).json()["variant"] == chosen
+    assert model.info.labels["serving_variant"] == chosen
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_read(client):
+    huge = {"texts": ["x" * 1000] * 1100}  # about 1.1 MB, over the 1 MiB default
+    response = client.post("/classify", json=huge)
+    assert response.status_code == 413
+    assert "request body over 1048576 bytes" in response.json()["error"]
+    assert client.post("/classify", json={"texts": CLEAR[:1]}).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def served(approved_graph, tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"], "TEXTOPS_MAX_LATENCY_MS": "50"}
+    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"]}
     log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
     with running(bentoml_serve(port), env, log, ready_url=f"http://127.0.0.1:{port}/readyz"):
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", log
 
 
 def test_served_over_http(served):
+    served, _ = served
     response = httpx.post(f"{served}/classify", json={"texts": CLEAR}, timeout=30)
     assert response.status_code == 200
     assert [r["label"] for r in response.json()] == EXPECTED
@@ -108,6 +139,7 @@ def test_served_over_http(served):
 
 
 def test_served_rejects_bad_requests_and_stays_up(served):
+    served, _ = served
     for case, body in BAD_REQUESTS.items():
         response = httpx.post(f"{served}/classify", json=body, timeout=30)
         assert response.status_code == 400, case
@@ -121,6 +153,7 @@ def test_served_rejects_bad_requests_and_stays_up(served):
 
 
 def test_served_model_endpoint(served, approved_graph):
+    served, _ = served
     card = httpx.post(f"{served}/model", json={}, timeout=30).json()
     assert card["tag"] == approved_graph["tag"]
 
@@ -140,3 +173,21 @@ def test_serve_without_an_approved_model_says_what_to_do(tmp_path):
     output = result.stdout + result.stderr
     assert "no approved 'textops-classifier' model in the BentoML store" in output
     assert "run the pipeline until approved_model approves one" in output
+
+
+def test_a_bad_request_is_one_log_line_and_an_oversize_body_is_refused(served):
+    url, log = served
+    marker = "bad-request-marker-" + os.urandom(4).hex()
+    response = httpx.post(f"{url}/classify", json={"texts": [], "note": marker}, timeout=30)
+    assert response.status_code == 400
+    streamed = httpx.post(
+        f"{url}/classify",
+        content=iter([b'{"texts": ["', b"y" * (1 << 20), b'"]}']),  # chunked: no length
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert streamed.status_code == 413
+    assert httpx.post(f"{url}/classify", json={"texts": CLEAR[:1]}, timeout=30).status_code == 200
+    text = log.read_text()
+    assert "POST /classify answered 400: 1 validation error(s)" in text
+    assert "Traceback" not in text and "ERROR" not in text

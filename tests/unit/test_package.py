@@ -1,13 +1,15 @@
 import pytest
 import yaml
 
-from assets.serving.package import ROOT, _bentoml, with_torch_wheel
+from assets.serving.package import ROOT, _bentoml, bentofile_for, installs_torch, with_torch_wheel
+
+BENTOFILES = ["bentofile.yaml", "bentofile.torch.yaml", "bentofile.gpu.yaml"]
 
 
 def test_local_torch_wheel_replaces_torch_and_its_index(tmp_path):
     wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
     wheel.write_bytes(b"not really a wheel")
-    out = with_torch_wheel(ROOT / "bento" / "bentofile.yaml", str(wheel), tmp_path / "b.yaml")
+    out = with_torch_wheel(ROOT / "bento" / "bentofile.torch.yaml", str(wheel), tmp_path / "b.yaml")
     python = yaml.safe_load(out.read_text())["python"]
     assert python["packages"][0] == f"./wheels/{wheel.name}"
     assert not any(p.startswith(("torch", "--extra-index-url")) for p in python["packages"])
@@ -18,12 +20,40 @@ def test_local_torch_wheel_replaces_torch_and_its_index(tmp_path):
 
 
 def test_cpu_bentofile_takes_torch_from_the_cpu_index():
-    python = yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["python"]
+    python = yaml.safe_load((ROOT / "bento" / "bentofile.torch.yaml").read_text())["python"]
     assert python["packages"][0].startswith("--extra-index-url")
     assert "torch==2.13.0" in python["packages"]
     gpu = yaml.safe_load((ROOT / "bento" / "bentofile.gpu.yaml").read_text())
     assert not any(p.startswith("--extra-index-url") for p in gpu["python"]["packages"])
     assert gpu["docker"]["cuda_version"]
+
+
+def test_each_variant_gets_an_image_with_what_it_runs_on_and_no_more():
+    assert bentofile_for("onnx-int8") == bentofile_for("onnx-fp32") == "bento/bentofile.yaml"
+    assert bentofile_for("pytorch") == "bento/bentofile.torch.yaml"
+    onnx = yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["python"]["packages"]
+    assert {"onnxruntime>=1.20", "tokenizers>=0.20"} <= set(onnx)
+    assert not any(p.startswith(("torch", "transformers", "--extra-index-url")) for p in onnx)
+    assert not installs_torch(ROOT / "bento" / "bentofile.yaml")
+    assert installs_torch(ROOT / "bento" / "bentofile.torch.yaml")
+
+
+def test_every_bentofile_carries_every_module_the_service_imports():
+    import ast
+
+    modules = {"bento/__init__.py", "bento/service.py"}
+    pending = ["bento/service.py"]
+    while pending:
+        tree = ast.parse((ROOT / pending.pop()).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bento."):
+                path = node.module.replace(".", "/") + ".py"
+                if path not in modules:
+                    modules.add(path)
+                    pending.append(path)
+    for name in BENTOFILES:
+        included = set(yaml.safe_load((ROOT / "bento" / name).read_text())["include"])
+        assert modules <= included, (name, modules - included)
 
 
 def test_bentoml_output_reaches_the_log_with_a_heartbeat_while_quiet():

@@ -44,3 +44,10 @@ def test_length_grouped_order_is_random_per_epoch_and_reproducible():
 
 def test_length_sorted_batches_for_inference():
     assert sorted_batches([3, 9, 1, 5], 2) == [[1, 3], [0, 2]]
+
+
+def test_micro_batches_end_where_padding_would_pass_the_cap():
+    lengths = [40, 10, 38, 9, 36, 12]
+    assert sorted_batches(lengths, 32) == [[0, 2, 4, 5, 1, 3]]
+    assert sorted_batches(lengths, 32, max_padding=0.2) == [[0, 2, 4], [5, 1], [3]]
+    assert sorted_batches(lengths, 2, max_padding=0.2) == [[0, 2], [4], [5, 1], [3]]

@@ -1,0 +1,191 @@
+"""Serving variants of an approved model: an ONNX export, its dynamic int8 quantization, and the
+parity check on the frozen test split that decides which one the service runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assets.model import metrics
+from assets.progress import Log
+
+# Variants in the order the service prefers them when equally fast: quantized, then exact ONNX,
+# then the PyTorch model itself (the reference every other variant is checked against).
+CANDIDATES = ("onnx-int8", "onnx-fp32")
+CONSISTENCY_SAMPLE = 200
+
+
+@dataclass
+class VariantScore:
+    variant: str
+    value: float  # the official metric on the test split
+    agreement: float  # share of test texts labelled as the PyTorch model labels them
+    texts_per_s: float  # batched, this machine, tokenization included
+    passed: bool
+    reason: str
+    # share of a sample labelled the same alone as inside its batch (dynamic int8 quantizes
+    # activations per batch, so a text's neighbours can move a close call)
+    batch_consistency: float | None = None
+
+
+def export_onnx(model_dir: Path, path: Path) -> None:
+    """The classifier as ONNX (opset 17, dynamic batch and sequence length; inputs input_ids
+    and attention_mask, output logits) with torch's TorchScript exporter."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bento.inference import TextEncoder, pad_ids
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    encoder = TextEncoder(model_dir, 32)
+    ids, mask = pad_ids(encoder.encode(["a short text", "a somewhat longer example text"]), 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
+        )
+
+
+def quantize_int8(source: Path, path: Path) -> None:
+    """Dynamic int8 quantization with ONNX Runtime: int8 weights (per channel, unsigned, the
+    closest to fp32 of the schemes tried), activations quantized per call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(path), weight_type=QuantType.QUInt8, per_channel=True)
+
+
+def parity(
+    variant: str,
+    reference_labels: np.ndarray,
+    probabilities: np.ndarray,
+    y_true: np.ndarray,
+    metric: str,
+    reference_value: float,
+    tolerance: float,
+    texts_per_s: float,
+) -> VariantScore:
+    """A variant passes when its official metric is within `tolerance` of the reference's."""
+    labels = probabilities.argmax(axis=1)
+    value = metrics.score(metric, y_true, labels, probabilities.shape[1])
+    gap = value - reference_value
+    passed = abs(gap) <= tolerance
+    reason = (
+        f"{metric} {value:.4f} vs PyTorch {reference_value:.4f} ({gap:+.4f}, "
+        f"{'within' if passed else 'beyond'} ±{tolerance:g})"
+    )
+    return VariantScore(
+        variant,
+        value,
+        float((labels == reference_labels).mean()),
+        texts_per_s,
+        passed,
+        reason,
+    )
+
+
+def choose(scores: list[VariantScore], pinned: str = "") -> tuple[str, str]:
+    """The variant to serve and why: the pinned one, else the fastest that passed parity (the
+    PyTorch reference always passes)."""
+    by_name = {score.variant: score for score in scores}
+    if pinned:
+        if pinned not in by_name:
+            raise ValueError(f"serving_variant {pinned!r} is not one of {', '.join(by_name)}")
+        return pinned, f"pinned by serving_variant ({by_name[pinned].reason})"
+    passed = [score for score in scores if score.passed]
+    best = max(passed, key=lambda score: score.texts_per_s)
+    failed = [f"{s.variant}: {s.reason}" for s in scores if not s.passed]
+    why = f"fastest that passed parity ({best.texts_per_s:.0f} texts/s)"
+    return best.variant, why + (f"; failed: {'; '.join(failed)}" if failed else "")
+
+
+def serving_variants(
+    model_dir: Path,
+    texts: list[str],
+    y_true: np.ndarray,
+    metric: str,
+    max_length: int,
+    tolerance: float,
+    log: Log,
+    pinned: str = "",
+) -> dict[str, Any]:
+    """Export and quantize the model in `model_dir` (written to its `onnx/` folder), score
+    every variant on the test texts side by side, and return the serving settings
+    (bento/inference.py's serving.json): the chosen variant, why, and every variant's numbers."""
+    from assets.model.predict import load_classifier, predict_proba
+    from bento.inference import VARIANT_FILES
+
+    started = time.monotonic()
+    export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
+    quantize_int8(model_dir / VARIANT_FILES["onnx-fp32"], model_dir / VARIANT_FILES["onnx-int8"])
+    log(f"exported ONNX and quantized it to int8 in {time.monotonic() - started:.0f} s")
+    reference = predict_proba(
+        load_classifier(model_dir, max_length, "pytorch", micro_batch=32),
+        texts,
+        log,
+        "parity: pytorch",
+    )
+    reference_labels = reference.labels
+    reference_value = metrics.score(
+        metric, y_true, reference_labels, reference.probabilities.shape[1]
+    )
+    scores = [
+        VariantScore(
+            "pytorch",
+            reference_value,
+            1.0,
+            len(texts) / reference.seconds,
+            True,
+            "the reference",
+        )
+    ]
+    for variant in CANDIDATES:
+        predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
+        predicted = predict_proba(predictor, texts, log, f"parity: {variant}")
+        score = parity(
+            variant,
+            reference_labels,
+            predicted.probabilities,
+            y_true,
+            metric,
+            reference_value,
+            tolerance,
+            len(texts) / predicted.seconds,
+        )
+        sample = texts[:CONSISTENCY_SAMPLE]
+        alone = np.array([predictor.predict_proba([t])[0].argmax() for t in sample])
+        score.batch_consistency = float((alone == predicted.labels[: len(sample)]).mean())
+        scores.append(score)
+        log(
+            f"{variant}: {score.reason}, agreement {score.agreement:.2%}, "
+            f"{score.texts_per_s:.0f} texts/s"
+        )
+    variant, why = choose(scores, pinned)
+    log(f"serving {variant}: {why}")
+    return {
+        "variant": variant,
+        "why": why,
+        "max_length": max_length,
+        "metric": metric,
+        "tolerance": tolerance,
+        "test_rows": len(texts),
+        # unmeasured numbers are left out: the model store takes no None in metadata
+        "variants": {
+            score.variant: {k: v for k, v in asdict(score).items() if v is not None}
+            for score in scores
+        },
+    }
