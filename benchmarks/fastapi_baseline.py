@@ -35,6 +35,10 @@ def classify(request: Request) -> list[dict]:
     for row in probabilities.tolist():
         best = max(range(len(row)), key=row.__getitem__)
         results.append(
-            {"label": names[best], "score": row[best], "probabilities": dict(zip(names, row))}
+            {
+                "label": names[best],
+                "score": row[best],
+                "probabilities": dict(zip(names, row, strict=True)),
+            }
         )
     return results
