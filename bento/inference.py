@@ -16,6 +16,7 @@ import numpy as np
 VARIANT_FILES = {"onnx-int8": "onnx/model.int8.onnx", "onnx-fp32": "onnx/model.onnx"}
 VARIANTS = (*VARIANT_FILES, "pytorch")
 SERVING_FILE = "serving.json"  # the variant chosen at approval, its parity and speed
+CALIBRATION_FILE = "calibration.json"  # the temperature fitted on validation after training
 
 
 def sorted_batches(
@@ -30,9 +31,7 @@ def sorted_batches(
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
-        if current and (
-            len(current) == batch_size or lengths[index] < lengths[current[0]] * floor
-        ):
+        if current and (len(current) == batch_size or lengths[index] < lengths[current[0]] * floor):
             batches.append(current)
             current = []
         current.append(index)
@@ -111,7 +110,8 @@ class TorchClassifier:
     def __init__(self, model_dir: Path, threads: int = 0, device: str | None = None) -> None:
         try:
             import torch
-            from transformers import AutoModelForSequenceClassification
+
+            from bento.modeling import load_sequence_classifier
         except ImportError:
             raise ImportError(
                 "the pytorch variant needs torch and transformers, which this environment lacks "
@@ -122,7 +122,7 @@ class TorchClassifier:
         if threads:
             torch.set_num_threads(threads)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        self.model = load_sequence_classifier(model_dir)
         self.model.eval().to(self.device)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -195,16 +195,25 @@ def serving_settings(model_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"variant": "pytorch"}
 
 
+def calibrated_temperature(model_dir: Path) -> float:
+    """The temperature the model's probabilities are read at (1.0 for an uncalibrated model)."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    return float(json.loads(path.read_text())["temperature"]) if path.is_file() else 1.0
+
+
 def load_predictor(
     model_dir: Path,
     max_length: int,
     variant: str = "pytorch",
     threads: int = 0,
     micro_batch: int = 32,
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ) -> Predictor:
-    """A predictor of the model in `model_dir` on one of VARIANTS."""
+    """A predictor of the model in `model_dir` on one of VARIANTS, its probabilities at the
+    model's calibrated temperature unless `temperature` is given."""
     model_dir = Path(model_dir)
+    if temperature is None:
+        temperature = calibrated_temperature(model_dir)
     if variant not in VARIANTS:
         raise ValueError(f"unknown serving variant {variant!r}; use one of {', '.join(VARIANTS)}")
     if variant == "pytorch":

@@ -7,6 +7,7 @@ and filelock only.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bentoml
@@ -45,6 +46,30 @@ def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
 def latest_approved(name: str = MODEL_NAME) -> bentoml.Model | None:
     models = approved_models(name)
     return models[0] if models else None
+
+
+def withdraw(tag: str, reason: str, by: str, name: str = MODEL_NAME) -> dict[str, str]:
+    """Take an approved model out of service: its labels say it is withdrawn, why, by whom and
+    when, and it is no longer approved, so the previous approved model is the newest again.
+    Returns the new labels. The model itself stays in the store."""
+    import yaml
+
+    with store_lock(name):
+        model = bentoml.models.get(tag)
+        info_file = Path(model.path) / "model.yaml"
+        info = yaml.safe_load(info_file.read_text())
+        info["labels"] = {
+            **info.get("labels", {}),
+            "approved": "false",
+            "withdrawn": "true",
+            "withdrawn_reason": reason,
+            "withdrawn_by": by,
+            "withdrawn_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        staged = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
+        staged.write_text(yaml.safe_dump(info, sort_keys=False))
+        os.replace(staged, info_file)
+        return info["labels"]
 
 
 def serving_tag(name: str = MODEL_NAME) -> str:

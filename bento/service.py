@@ -123,7 +123,6 @@ class TextClassifier:
             self.variant,
             threads=_env_int("TEXTOPS_THREADS", 0, minimum=0),
             micro_batch=_env_int("TEXTOPS_MICRO_BATCH", 32),
-            temperature=float(settings.get("temperature", 1.0)),
         )
         self.predictor.predict_proba(["warm up"])  # first call allocates; not a client's cost
         log_dir = default_log_dir()

@@ -51,7 +51,30 @@ monitor_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*MONITORING),
     description="Read the serving log and compare it with the training data.",
 )
-JOBS = [pipeline_job, retrain, monitor_job]
+rollback_job = dg.define_asset_job(
+    "rollback",
+    selection=dg.AssetSelection.assets(approved_model, bento),
+    config=dg.ConfigMapping(
+        config_fn=lambda given: {
+            "ops": {
+                "approved_model": {
+                    "config": {
+                        "rollback": True,
+                        "rollback_reason": given["reason"],
+                        "rollback_by": given["by"],
+                    }
+                }
+            }
+        },
+        config_schema={
+            "reason": dg.Field(str, description="Why the served model is withdrawn"),
+            "by": dg.Field(str, default_value="", description="Who withdraws it"),
+        },
+    ),
+    description="Withdraw the served model (its labels say who, why and when), serve the "
+    "previous approved model again and build its bento; run config: reason (required), by.",
+)
+JOBS = [pipeline_job, retrain, monitor_job, rollback_job]
 SCHEDULES = [retrain_schedule(retrain)]
 SENSORS = [new_data_sensor(retrain), drift_sensor(retrain)]
 

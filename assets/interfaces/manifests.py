@@ -56,6 +56,7 @@ class ModelManifest(Manifest):
     base_model: str
     code_version: str = Field(description="code_version of fine_tuned_model that trained it")
     best_val_macro_f1: float
+    temperature: float = Field(description="fitted on validation; divides the logits")
     text_splits: TextSplitsManifest = Field(description="the splits it was trained on")
 
 

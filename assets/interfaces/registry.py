@@ -23,8 +23,13 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
     """Approved models with their lineage labels; the newest approved one is the champion."""
 
     @abstractmethod
+    def approved(self) -> list[RegisteredModel]:
+        """Approved models, newest first."""
+
     def champion(self) -> RegisteredModel | None:
         """The newest approved model, or None."""
+        approved = self.approved()
+        return approved[0] if approved else None
 
     @abstractmethod
     def get(self, tag: str) -> RegisteredModel:
@@ -33,6 +38,10 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
     @abstractmethod
     def register(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
         """Save a model folder with lineage labels; returns its tag."""
+
+    @abstractmethod
+    def withdraw(self, tag: str, reason: str, by: str) -> RegisteredModel:
+        """Take a model out of service (no longer approved; labels say who, why, when)."""
 
     @abstractmethod
     def exclusive(self) -> AbstractContextManager[None]:

@@ -23,8 +23,9 @@ from assets.interfaces.tracker import ExperimentTracker
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
 from assets.model.baseline import tfidf_logistic_regression
+from assets.model.calibration import reliability_diagram
 from assets.model.plots import confusion_matrix
-from assets.model.predict import load_classifier, predict_proba
+from assets.model.predict import load_classifier, predict
 from assets.plots import markdown_image
 from assets.versioning import source_version
 
@@ -82,7 +83,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(CI {base['ci95'][0]:.4f}–{base['ci95'][1]:.4f}) · transformer adds "
         f"**{model['value'] - base['value']:+.4f}**",
         "",
-        f"accuracy {model['accuracy']:.4f} · expected calibration error {model['ece']:.4f} · "
+        f"accuracy {model['accuracy']:.4f} · expected calibration error {model['ece']:.4f} "
+        f"({report['calibration']['ece_before']:.4f} before temperature scaling, "
+        f"T = {report['calibration']['temperature']:.2f}) · "
         f"{report['speed']['samples_per_s']:.0f} texts/s batched · "
         f"{report['speed']['latency_ms_p50']:.1f} ms p50 / "
         f"{report['speed']['latency_ms_p95']:.1f} ms p95 one at a time",
@@ -119,7 +122,7 @@ def evaluation_report(
         fine_tuned_model.max_length,
         micro_batch=config.batch_size,
     )
-    predictions = predict_proba(predictor, texts, context.log.info, "test split")
+    predictions = predict(predictor, texts, context.log.info, "test split")
     latencies = []
     for text in texts[: config.latency_samples]:
         started = time.perf_counter()
@@ -131,11 +134,17 @@ def evaluation_report(
     )
     baseline_probabilities = np.eye(len(label_names))[baseline_pred]
 
+    calibrated, raw = predictions.probabilities, predictions.raw_probabilities
     report = {
         "metric": config.metric,
         "test_rows": len(texts),
         "label_names": label_names,
-        "model": score_predictions(y_true, predictions.probabilities, label_names, config),
+        "model": score_predictions(y_true, calibrated, label_names, config),
+        "calibration": {
+            "temperature": predictions.temperature,
+            "ece_before": metrics.expected_calibration_error(raw, y_true),
+            "ece_after": metrics.expected_calibration_error(calibrated, y_true),
+        },
         "baseline": score_predictions(y_true, baseline_probabilities, label_names, config),
         "speed": {
             "samples_per_s": len(texts) / predictions.seconds,
@@ -152,6 +161,9 @@ def evaluation_report(
     report["delta_vs_baseline"] = report["model"]["value"] - report["baseline"]["value"]
     markdown = render_markdown(report)
     matrix_png = confusion_matrix(np.array(report["model"]["confusion"]), label_names)
+    reliability_png = reliability_diagram(
+        {"before scaling": raw, f"T = {predictions.temperature:.2f}": calibrated}, y_true
+    )
     predictions_frame = test.with_columns(
         predicted=pl.Series(predictions.labels, dtype=pl.Int64),
         probabilities=pl.Series(predictions.probabilities.tolist(), dtype=pl.List(pl.Float32)),
@@ -163,6 +175,7 @@ def evaluation_report(
     store.write_json(f"{prefix}/report.json", report)
     store.write_bytes(f"{prefix}/report.md", (markdown + "\n").encode())
     store.write_bytes(f"{prefix}/confusion_matrix.png", matrix_png)
+    store.write_bytes(f"{prefix}/reliability.png", reliability_png)
     store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
     with tempfile.TemporaryDirectory() as scratch:
         image = Path(scratch) / "confusion_matrix.png"
@@ -189,6 +202,8 @@ def evaluation_report(
                     f"{config.metric}_ci_high": model_scores["ci95"][1],
                     "accuracy": model_scores["accuracy"],
                     "ece": model_scores["ece"],
+                    "ece_before_scaling": report["calibration"]["ece_before"],
+                    "temperature": predictions.temperature,
                     f"baseline_{config.metric}": report["baseline"]["value"],
                     "delta_vs_baseline": report["delta_vs_baseline"],
                     **{
@@ -201,6 +216,9 @@ def evaluation_report(
             ),
             "report": dg.MetadataValue.md(markdown),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
+            "reliability_diagram": dg.MetadataValue.md(
+                markdown_image(reliability_png, "reliability diagram")
+            ),
             "fine_tuned_model_version": dg.MetadataValue.text(fine_tuned_model.version),
             "text_splits_version": dg.MetadataValue.text(text_splits.version),
             "path": dg.MetadataValue.path(store.uri(prefix)),

@@ -41,6 +41,17 @@ def score(name: str, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) ->
     return float(metric_from_counts(name)(confusion(y_true, y_pred, num_labels)))
 
 
+def _resampled(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int, index: np.ndarray
+) -> np.ndarray:
+    """The metric on each row of `index` (resampled example positions), vectorized."""
+    resamples = index.shape[0]
+    codes = y_true[index] * num_labels + y_pred[index]
+    codes += np.arange(resamples)[:, None] * num_labels * num_labels
+    counts = np.bincount(codes.ravel(), minlength=resamples * num_labels * num_labels)
+    return metric_from_counts(name)(counts.reshape(resamples, num_labels, num_labels))
+
+
 def bootstrap_interval(
     name: str,
     y_true: np.ndarray,
@@ -53,15 +64,37 @@ def bootstrap_interval(
     """Percentile bootstrap interval of a metric over test examples resampled with replacement."""
     rng = np.random.default_rng(seed)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    n = len(y_true)
-    index = rng.integers(0, n, size=(resamples, n))
-    codes = y_true[index] * num_labels + y_pred[index]
-    codes += np.arange(resamples)[:, None] * num_labels * num_labels
-    counts = np.bincount(codes.ravel(), minlength=resamples * num_labels * num_labels)
-    values = metric_from_counts(name)(counts.reshape(resamples, num_labels, num_labels))
+    index = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
+    values = _resampled(name, y_true, y_pred, num_labels, index)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def paired_bootstrap(
+    name: str,
+    y_true: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    num_labels: int,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """The metric's difference challenger - champion on the same test examples, and its
+    percentile interval from bootstrap resamples shared by both models: what varies between
+    them is the models, not the sample."""
+    rng = np.random.default_rng(seed)
+    y_true = np.asarray(y_true)
+    index = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
+    differences = _resampled(name, y_true, np.asarray(challenger), num_labels, index)
+    differences -= _resampled(name, y_true, np.asarray(champion), num_labels, index)
+    delta = score(name, y_true, np.asarray(challenger), num_labels) - score(
+        name, y_true, np.asarray(champion), num_labels
+    )
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return float(delta), float(low), float(high)
 
 
 def expected_calibration_error(

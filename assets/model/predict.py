@@ -1,5 +1,5 @@
-"""Batched prediction for evaluation, approval and export, through the service's own inference
-loop (bento/inference.py), with progress lines and the wall time it took."""
+"""Batched prediction for training, evaluation, approval and export, through the service's own
+inference loop (bento/inference.py), with progress lines and the wall time it took."""
 
 from __future__ import annotations
 
@@ -14,12 +14,27 @@ from assets.progress import Log, Progress
 
 @dataclass
 class Predictions:
-    probabilities: np.ndarray  # (n, num_labels)
+    logits: np.ndarray  # (n, num_labels)
     seconds: float
+    temperature: float = 1.0  # the model's calibrated temperature
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Calibrated: what the service returns."""
+        from bento.inference import softmax
+
+        return softmax(self.logits, self.temperature)
+
+    @property
+    def raw_probabilities(self) -> np.ndarray:
+        """At temperature 1, before calibration."""
+        from bento.inference import softmax
+
+        return softmax(self.logits)
 
     @property
     def labels(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
+        return self.logits.argmax(axis=1)
 
 
 def load_classifier(
@@ -27,9 +42,10 @@ def load_classifier(
     max_length: int,
     variant: str = "pytorch",
     micro_batch: int = 64,
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ):
-    """A `bento.inference.Predictor` of a saved model on one serving variant."""
+    """A `bento.inference.Predictor` of a saved model on one serving variant, at the model's
+    calibrated temperature unless one is given."""
     from bento.inference import load_predictor
 
     return load_predictor(
@@ -37,15 +53,15 @@ def load_classifier(
     )
 
 
-def predict_proba(
+def predict(
     predictor, texts: list[str], log: Log | None = None, what: str = "predicting"
 ) -> Predictions:
-    """Class probabilities in the order of `texts`, with the wall time they took; with `log`,
-    progress lines (texts done, texts/s, ETA) every few seconds and a closing line."""
+    """Logits in the order of `texts`, with the wall time they took; with `log`, progress lines
+    (texts done, texts/s, ETA) every few seconds and a closing line."""
     progress = Progress(log, what, len(texts), "texts") if log else None
     started = time.perf_counter()
-    probabilities = predictor.predict_proba(texts, progress.update if progress else None)
+    logits = predictor.logits(texts, progress.update if progress else None)
     seconds = time.perf_counter() - started
     if progress:
         progress.finish()
-    return Predictions(probabilities, seconds)
+    return Predictions(logits, seconds, predictor.temperature)

@@ -10,14 +10,34 @@ from assets.interfaces.manifests import MANIFEST_IO, ModelManifest, TextSplitsMa
 from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import ExperimentTracker
 from assets.metadata import numeric_metadata
+from assets.model.calibration import calibration_summary, fit_temperature
 from assets.model.plots import training_curves
+from assets.model.predict import load_classifier, predict
 from assets.model.training.config import FineTuneConfig
 from assets.plots import markdown_image
 from assets.versioning import combined_hash, source_version
+from bento.inference import CALIBRATION_FILE
 
 # Trainings share the machine's CPU or GPU: the pool lets one run at a time per deployment
 # (the instance's `concurrency: pools: default_limit`, see README).
 TRAINING_POOL = "textops-training"
+
+
+def calibrate(model_dir: Path, validation: Path, max_length: int, context) -> dict:
+    """Temperature scaling on the validation split (never test): the fitted temperature and
+    NLL / ECE before and after."""
+    import polars as pl
+
+    frame = pl.read_parquet(validation)
+    predictor = load_classifier(model_dir, max_length, temperature=1.0)
+    logits = predict(predictor, frame["text"].to_list(), context.log.info, "calibration").logits
+    labels = frame["label"].to_numpy()
+    summary = calibration_summary(logits, labels, fit_temperature(logits, labels))
+    context.log.info(
+        f"temperature {summary['temperature']:.3f} (validation ECE {summary['ece_before']:.4f} "
+        f"-> {summary['ece_after']:.4f})"
+    )
+    return summary | {"fitted_on": "validation", "rows": frame.height}
 
 
 @dg.asset(
@@ -72,9 +92,12 @@ def fine_tuned_model(
             tracker.finish()
         curves = training_curves(outcome.history)
         (export / "training_curves.png").write_bytes(curves)
+        calibration = calibrate(export, split_paths["validation"], config.max_length, context)
+        (export / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2))
         training = {
             "config": config.model_dump(),
             "config_fingerprint": fingerprint,
+            "calibration": calibration,
             "code_version": code_version,
             "data_version": {"text_splits": text_splits.version, **text_splits.hashes},
             "label_names": text_splits.label_names,
@@ -94,6 +117,7 @@ def fine_tuned_model(
         base_model=config.base_model,
         code_version=code_version,
         best_val_macro_f1=outcome.best_val_macro_f1,
+        temperature=calibration["temperature"],
         text_splits=text_splits,
     )
     return as_output(
@@ -108,6 +132,9 @@ def fine_tuned_model(
                     "resumed_from_step": outcome.resumed_from_step or 0,
                     "wall_time_s": outcome.wall_time_s,
                     "train_samples_per_s": outcome.train_samples_per_s,
+                    "temperature": calibration["temperature"],
+                    "val_ece_before": calibration["ece_before"],
+                    "val_ece_after": calibration["ece_after"],
                 }
             ),
             "device": outcome.device,

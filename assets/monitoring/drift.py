@@ -51,10 +51,11 @@ class DriftConfig(dg.Config):
 def load_encoder(model_dir):
     """The served model's transformers classifier (its encoder gives sentence embeddings) and
     its tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    return model.eval(), AutoTokenizer.from_pretrained(model_dir)
+    from bento.modeling import load_sequence_classifier
+
+    return load_sequence_classifier(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
 def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import polars as pl
 from pydantic import Field
 
 from assets.interfaces.manifests import (
@@ -22,17 +24,28 @@ from assets.interfaces.manifests import (
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
+from assets.model import metrics
 from assets.model.evaluate import EvaluationConfig, score_predictions
-from assets.model.predict import load_classifier, predict_proba
+from assets.model.predict import load_classifier, predict
 from assets.progress import Log
 from assets.serving.export import serving_variants
-from assets.serving.gate import Decision, GateRules, Scores, decide
+from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
+from assets.serving.rollback import roll_back
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
 
 class ApprovalConfig(dg.Config):
-    margin: float = Field(0.0, description="Challenger must reach champion + margin")
+    margin: float = Field(
+        -0.01,
+        description="The lower 95 % bound of the paired difference challenger - champion on "
+        "the same test texts must reach this: -0.01 approves a challenger at worst one point "
+        "below the champion (non-inferiority); a positive value asks for a gain beyond noise",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="Bootstrap resamples of the paired difference"
+    )
+    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
     max_class_f1_drop: float = Field(0.05, ge=0, description="Largest F1 loss allowed on a class")
     absolute_floor: float = Field(
         0.4, description="With no champion yet, the official metric must reach this"
@@ -48,6 +61,13 @@ class ApprovalConfig(dg.Config):
         description="An ONNX variant is served only if its official metric on the test split "
         "is within this of the PyTorch model's",
     )
+    rollback: bool = Field(
+        False,
+        description="Instead of judging a challenger: withdraw the served model and serve the "
+        "previous approved one again (the rollback job sets this)",
+    )
+    rollback_reason: str = Field("", description="Why the served model is withdrawn")
+    rollback_by: str = Field("", description="Who withdraws it (default: $USER)")
     serving_variant: str = Field(
         "",
         description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
@@ -67,28 +87,31 @@ def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
     )
 
 
-def champion_scores(
-    champion: RegisteredModel,
-    store: ArtifactStore,
-    splits: TextSplitsManifest,
-    metric: str,
-    log: Log,
-) -> Scores:
-    """The champion's scores on the current test split: recorded ones when the split is the
-    one it was scored on, recomputed otherwise."""
-    test_hash = splits.test_hash
-    recorded = champion.metadata.get("scores", {})
-    if recorded.get("test_hash") == test_hash and recorded.get("metric") == metric:
-        return Scores(
-            metric, recorded["value"], tuple(recorded["ci95"]), recorded["per_class_f1"], test_hash
-        )
+TEST_PREDICTIONS = "test_predictions.parquet"  # in a registered model: its test labels
+
+
+def champion_predictions(
+    champion: RegisteredModel, store: ArtifactStore, splits: TextSplitsManifest, log: Log
+) -> np.ndarray:
+    """The champion's predicted labels on the current test split, in its order: the ones
+    recorded at its approval when the split is the same, recomputed otherwise."""
+    recorded = champion.path / TEST_PREDICTIONS
+    if champion.metadata.get("scores", {}).get("test_hash") == splits.test_hash and (
+        recorded.is_file()
+    ):
+        return pl.read_parquet(recorded)["predicted"].to_numpy()
     log(f"test split changed since {champion.tag} was approved: rescoring it")
     test = store.read_parquet(splits.paths["test"])
     predictor = load_classifier(champion.path, int(champion.metadata["max_length"]))
-    probabilities = predict_proba(predictor, test["text"].to_list(), log, "rescoring champion")
+    return predict(predictor, test["text"].to_list(), log, "rescoring champion").labels
+
+
+def champion_scores(
+    predicted: np.ndarray, y_true: np.ndarray, splits: TextSplitsManifest, metric: str
+) -> Scores:
     scored = score_predictions(
-        test["label"].to_numpy(),
-        probabilities.probabilities,
+        y_true,
+        np.eye(len(splits.label_names))[predicted],
         splits.label_names,
         EvaluationConfig(metric=metric),
     )
@@ -97,7 +120,7 @@ def champion_scores(
         scored["value"],
         tuple(scored["ci95"]),
         {k: v["f1"] for k, v in scored["per_class"].items()},
-        test_hash,
+        splits.test_hash,
     )
 
 
@@ -181,6 +204,8 @@ def approved_model(
     evaluation_report: ReportManifest,
     text_splits: TextSplitsManifest,
 ) -> dg.Output[DecisionManifest]:
+    if config.rollback:
+        return roll_back(context, config.rollback_reason, config.rollback_by, store, registry)
     if config.force and not config.force_reason.strip():
         raise ValueError("force=True needs force_reason: say why the gate is overridden")
     model = fine_tuned_model
@@ -192,16 +217,28 @@ def approved_model(
         config.margin, config.max_class_f1_drop, config.absolute_floor, config.must_beat_baseline
     )
     force_reason = config.force_reason.strip() if config.force else None
+    scored = store.read_parquet(f"{evaluation_report.path}/predictions.parquet")
+    y_true, predicted = scored["label"].to_numpy(), scored["predicted"].to_numpy()
     # Champion lookup, decision and registration as one step: a concurrent gate waits, then
     # compares its challenger with whatever this one made the champion.
     with registry.exclusive():
         champion = registry.champion()
-        reference = (
-            champion_scores(champion, store, text_splits, challenger.metric, context.log.info)
-            if champion
-            else None
-        )
-        decision = decide(challenger, reference, rules, force_reason)
+        reference = paired = None
+        if champion:
+            theirs = champion_predictions(champion, store, text_splits, context.log.info)
+            reference = champion_scores(theirs, y_true, text_splits, challenger.metric)
+            paired = PairedDelta(
+                *metrics.paired_bootstrap(
+                    challenger.metric,
+                    y_true,
+                    predicted,
+                    theirs,
+                    len(text_splits.label_names),
+                    config.bootstrap_resamples,
+                    config.bootstrap_seed,
+                )
+            )
+        decision = decide(challenger, reference, rules, force_reason, paired)
         context.log.info(decision.summary)
         lineage = {
             "challenger": {
@@ -264,6 +301,7 @@ def approved_model(
                 metadata["serving"] = serving
                 record["serving"] = serving
                 (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
+                scored.select("label", "predicted").write_parquet(folder / TEST_PREDICTIONS)
                 (folder / "decision.json").write_text(json.dumps(record, indent=2))
                 record["served_tag"] = registry.register(folder, served_labels, metadata)
             context.log.info(f"registered {record['served_tag']}")
@@ -306,6 +344,8 @@ def approved_model(
                     f"challenger_{challenger.metric}": challenger.value,
                     f"champion_{challenger.metric}": reference.value if reference else None,
                     "delta": challenger.value - reference.value if reference else None,
+                    "paired_delta_ci_low": paired.low if paired else None,
+                    "paired_delta_ci_high": paired.high if paired else None,
                 }
             ),
             "lineage": dg.MetadataValue.json(lineage),

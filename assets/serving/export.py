@@ -36,11 +36,11 @@ def export_onnx(model_dir: Path, path: Path) -> None:
     """The classifier as ONNX (opset 17, dynamic batch and sequence length; inputs input_ids
     and attention_mask, output logits) with torch's TorchScript exporter."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from bento.inference import TextEncoder, pad_ids
+    from bento.modeling import load_sequence_classifier
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = load_sequence_classifier(model_dir).eval()
     encoder = TextEncoder(model_dir, 32)
     ids, mask = pad_ids(encoder.encode(["a short text", "a somewhat longer example text"]), 0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +126,14 @@ def serving_variants(
     """Export and quantize the model in `model_dir` (written to its `onnx/` folder), score
     every variant on the test texts side by side, and return the serving settings
     (bento/inference.py's serving.json): the chosen variant, why, and every variant's numbers."""
-    from assets.model.predict import load_classifier, predict_proba
+    from assets.model.predict import load_classifier, predict
     from bento.inference import VARIANT_FILES
 
     started = time.monotonic()
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
     quantize_int8(model_dir / VARIANT_FILES["onnx-fp32"], model_dir / VARIANT_FILES["onnx-int8"])
     log(f"exported ONNX and quantized it to int8 in {time.monotonic() - started:.0f} s")
-    reference = predict_proba(
+    reference = predict(
         load_classifier(model_dir, max_length, "pytorch", micro_batch=32),
         texts,
         log,
@@ -155,7 +155,7 @@ def serving_variants(
     ]
     for variant in CANDIDATES:
         predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
-        predicted = predict_proba(predictor, texts, log, f"parity: {variant}")
+        predicted = predict(predictor, texts, log, f"parity: {variant}")
         score = parity(
             variant,
             reference_labels,

@@ -1,5 +1,6 @@
-"""The approval rule: a challenger replaces the champion only when it is at least as good on the
-same frozen test split, loses no class, and beats the cheap baseline."""
+"""The approval rule: a challenger replaces the champion only when, scored on the same frozen
+test texts, it is not worse beyond noise (a paired bootstrap of the difference), loses no class,
+and beats the cheap baseline."""
 
 from __future__ import annotations
 
@@ -20,8 +21,21 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class PairedDelta:
+    """challenger - champion on the same test texts, with the 95 % interval of a paired
+    bootstrap (the same resamples for both models)."""
+
+    delta: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class GateRules:
-    margin: float = 0.0  # challenger must reach champion + margin
+    # The paired difference's lower 95 % bound must reach this: -0.01 approves a challenger
+    # that is at worst one point below the champion with 95 % confidence (non-inferiority);
+    # a positive value asks for a gain beyond noise.
+    margin: float = -0.01
     max_class_f1_drop: float = 0.05  # largest F1 loss allowed on any class
     absolute_floor: float = 0.0  # with no champion, the metric must reach this
     must_beat_baseline: bool = True  # the metric must exceed the TF-IDF baseline's
@@ -42,6 +56,7 @@ class Decision:
     summary: str
     reasons: list[str] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
+    paired: PairedDelta | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +67,7 @@ def decide(
     champion: Scores | None,
     rules: GateRules,
     force_reason: str | None = None,
+    paired: PairedDelta | None = None,
 ) -> Decision:
     name = challenger.metric.replace("_", " ").replace("macro f1", "macro F1")
     comparisons: list[Comparison] = []
@@ -60,12 +76,14 @@ def decide(
             raise ValueError(
                 "champion and challenger must be scored with the same metric on the same test split"
             )
+        if paired is None:
+            raise ValueError("a challenger is compared with its champion on paired predictions")
         comparisons.append(
             Comparison(
-                f"{name} >= champion + {rules.margin:g}",
-                challenger.value,
-                champion.value + rules.margin,
-                challenger.value >= champion.value + rules.margin,
+                f"paired difference in {name}: lower 95 % bound >= {rules.margin:+g}",
+                paired.low,
+                rules.margin,
+                paired.low >= rules.margin,
             )
         )
         for label, f1 in challenger.per_class_f1.items():
@@ -106,9 +124,10 @@ def decide(
     return Decision(
         approved,
         forced,
-        _sentence(name, approved, forced, challenger, champion, failed),
+        _sentence(name, approved, forced, challenger, champion, paired, failed),
         reasons,
         comparisons,
+        paired,
     )
 
 
@@ -118,18 +137,18 @@ def _sentence(
     forced: bool,
     challenger: Scores,
     champion: Scores | None,
+    paired: PairedDelta | None,
     failed: list[Comparison],
 ) -> str:
     verdict = "approved (forced)" if forced else "approved" if approved else "rejected"
-    low, high = challenger.ci95
-    interval = f"[CI {low:.2f}–{high:.2f}]"
-    if champion is None:
+    if champion is None or paired is None:
+        low, high = challenger.ci95
+        interval = f"[CI {low:.2f}–{high:.2f}]"
         text = f"{verdict}: {name} {challenger.value:.2f} {interval}, no champion yet"
     else:
-        delta = challenger.value - champion.value
         text = (
             f"{verdict}: {name} {challenger.value:.2f} vs champion {champion.value:.2f}, "
-            f"{delta:+.2f} {interval}"
+            f"paired {paired.delta:+.3f} [CI {paired.low:+.3f} to {paired.high:+.3f}]"
         )
     if failed:
         text += "; failed " + ", ".join(c.rule for c in failed)

@@ -22,11 +22,10 @@ class BentoModelStore(ModelRegistry):
 
     model_name: str = Field(MODEL_NAME, description="BentoML model name")
 
-    def champion(self) -> RegisteredModel | None:
-        from bento.registry import latest_approved
+    def approved(self) -> list[RegisteredModel]:
+        from bento.registry import approved_models
 
-        model = latest_approved(self.model_name)
-        return _registered(model) if model is not None else None
+        return [_registered(model) for model in approved_models(self.model_name)]
 
     def get(self, tag: str) -> RegisteredModel:
         import bentoml
@@ -53,6 +52,12 @@ class BentoModelStore(ModelRegistry):
         ):
             shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
         return str(model.tag)
+
+    def withdraw(self, tag: str, reason: str, by: str) -> RegisteredModel:
+        from bento.registry import withdraw
+
+        withdraw(tag, reason, by, self.model_name)
+        return self.get(tag)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -86,8 +86,8 @@ def test_approval_decision_reads_as_a_sentence(dagster_ui, page, screenshot):
     # the second run's model against the first run's, which is the champion
     expect(summary).to_have_text(
         re.compile(
-            r"^(approved|rejected): macro F1 \d\.\d\d vs champion \d\.\d\d, [+-]\d\.\d\d "
-            r"\[CI \d\.\d\d–\d\.\d\d\](; failed .+)?$"
+            r"^(approved|rejected): macro F1 \d\.\d\d vs champion \d\.\d\d, paired "
+            r"[+-]\d\.\d{3} \[CI [+-]\d\.\d{3} to [+-]\d\.\d{3}\](; failed .+)?$"
         )
     )
     assert fits_in_view(summary), "the sentence runs past the metadata table's edge"

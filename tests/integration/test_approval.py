@@ -99,7 +99,9 @@ def test_an_approved_model_carries_parity_checked_serving_variants(approved_grap
 
     model = next(m for m in approved_models() if str(m.tag) == approved_graph["tag"])
     path = Path(model.path)
-    assert (path / "onnx" / "model.onnx").is_file() and (path / "onnx" / "model.int8.onnx").is_file()
+    assert (path / "onnx" / "model.onnx").is_file() and (
+        path / "onnx" / "model.int8.onnx"
+    ).is_file()
     serving = serving_settings(path)
     assert set(serving["variants"]) == {"pytorch", "onnx-fp32", "onnx-int8"}
     for name, score in serving["variants"].items():
@@ -139,3 +141,52 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
     assert serving["variant"] in {"onnx-fp32", "pytorch"}
     assert "failed: onnx-int8: macro_f1" in serving["why"]
     assert meta["onnx-int8/agreement"].value < 0.5
+
+
+def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approved_graph):
+    import dagster as dg
+
+    from bento.registry import latest_approved
+    from orchestration import definitions
+
+    newer = approve(approved_graph)  # the same model again: approved, the newest champion
+    assert newer.output_for_node("approved_model").approved
+    served, previous = [str(m.tag) for m in approved_models()[:2]]
+    job = definitions.defs.resolve_job_def("rollback")
+    result = job.execute_in_process(
+        run_config={"reason": "a spike of complaints", "by": "on-call"},
+        instance=approved_graph["instance"],
+        resources=definitions.pipeline_resources(approved_graph["store"]),
+        raise_on_error=False,
+    )
+    assert result.success
+    decision = result.output_for_node("approved_model")
+    assert decision.served_tag == previous and not decision.approved
+    assert str(latest_approved().tag) == previous
+    import bentoml
+
+    labels = bentoml.models.get(served).info.labels
+    assert labels["approved"] == "false" and labels["withdrawn"] == "true"
+    assert labels["withdrawn_reason"] == "a spike of complaints"
+    assert labels["withdrawn_by"] == "on-call" and labels["withdrawn_at"].endswith("Z")
+    meta = result.asset_materializations_for_node("approved_model")[0].metadata
+    assert meta["summary"].value.startswith(f"rolled back: withdrew {served}")
+    record = approved_graph["store"].read_json(decision.path)
+    assert record["rollback"]["withdrawn"] == served
+    bento_meta = result.asset_materializations_for_node("bento")[0].metadata
+    assert bento_meta["model_tag"].value == previous
+    assert (
+        approved_graph["instance"]
+        .get_latest_materialization_event(dg.AssetKey("approved_model"))
+        .asset_materialization.metadata["served_tag"]
+        .value
+        == previous
+    )
+
+
+def test_a_rollback_needs_a_reason_and_an_earlier_model(approved_graph):
+    refused = approve(approved_graph, rollback=True)
+    assert not refused.success
+    from tests.integration.test_data_assets import failure_message
+
+    assert "a rollback needs rollback_reason" in failure_message(refused)

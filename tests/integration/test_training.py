@@ -11,7 +11,7 @@ from assets.data.splits import text_splits
 from assets.interfaces.errors import MissingArtifactError
 from assets.interfaces.manifests import ModelManifest
 from assets.model.evaluate import evaluation_report
-from assets.model.predict import load_classifier, predict_proba
+from assets.model.predict import load_classifier, predict
 from assets.model.train import fine_tuned_model
 from assets.model.training import fit
 from data_checks.asset_checks import raw_texts_checks, text_splits_checks
@@ -77,7 +77,7 @@ def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
 
     report_dir = result.output_for_node("evaluation_report").path
     predictions = store.read_parquet(f"{report_dir}/predictions.parquet")
-    again = predict_proba(load_classifier(model_dir, max_length=32), predictions["text"].to_list())
+    again = predict(load_classifier(model_dir, max_length=32), predictions["text"].to_list())
     assert again.labels.tolist() == predictions["predicted"].to_list()
     np.testing.assert_allclose(
         again.probabilities, np.stack(predictions["probabilities"]), atol=1e-5

@@ -25,6 +25,21 @@ class FineTuneConfig(dg.Config):
         "balanced", description="'balanced' (inverse class frequency) or 'none'"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Cross-entropy label smoothing")
+    pooling: str = Field(
+        "cls",
+        description="'cls': the model's own head on the [CLS] pooler; 'mean': the head on the "
+        "mean of the last hidden states (what sentence-transformers encoders were trained for)",
+    )
+    head_learning_rate_scale: float = Field(
+        1.0, gt=0, description="The new classification head learns at this times the rate"
+    )
+    layer_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay: encoder layer i of n learns at "
+        "layer_decay ** (n - i) times the rate (1.0: the same rate everywhere)",
+    )
     early_stopping_patience: int = Field(
         2, ge=0, description="Validations without macro-F1 gain before stopping (0 = off)"
     )

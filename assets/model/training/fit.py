@@ -19,6 +19,7 @@ from assets.model.training.base_model import resolve_base_model
 from assets.model.training.config import FineTuneConfig
 from assets.model.training.data import SplitsDataModule
 from assets.model.training.module import TextClassifier
+from bento.modeling import use_mean_pooling
 
 Log = Callable[[str], None]
 BEST_WEIGHTS = "best.safetensors"
@@ -85,6 +86,10 @@ def fine_tune(
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
+    if config.pooling == "mean":
+        use_mean_pooling(backbone)
+    elif config.pooling != "cls":
+        raise ValueError(f"pooling must be 'cls' or 'mean', got {config.pooling!r}")
     backbone.train()  # transformers 5 loads in eval mode: dropout would be off
     train_labels = pl.read_parquet(split_paths["train"], columns=["label"])["label"].to_list()
     if config.class_weights not in {"balanced", "none"}:
@@ -104,6 +109,8 @@ def fine_tune(
         warmup_ratio=config.warmup_ratio,
         class_weights=weights,
         label_smoothing=config.label_smoothing,
+        head_learning_rate_scale=config.head_learning_rate_scale,
+        layer_decay=config.layer_decay,
     )
     data = SplitsDataModule(
         split_paths,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning as L
 import torch
 from torch import nn
@@ -20,6 +22,8 @@ class TextClassifier(L.LightningModule):
         warmup_ratio: float = 0.1,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        head_learning_rate_scale: float = 1.0,
+        layer_decay: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -52,17 +56,15 @@ class TextClassifier(L.LightningModule):
         self.log("val/accuracy", self.val_accuracy, batch_size=size)
 
     def configure_optimizers(self):
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-        parameters = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        groups = [
-            {
-                "params": [p for n, p in parameters if not n.endswith(no_decay)],
-                "weight_decay": self.hparams.weight_decay,
-            },
-            {"params": [p for n, p in parameters if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
+        groups = parameter_groups(
+            [(n, p) for n, p in self.named_parameters() if p.requires_grad],
+            self.hparams.learning_rate,
+            self.hparams.weight_decay,
+            self.hparams.head_learning_rate_scale,
+            self.hparams.layer_decay,
+        )
         # fused: one kernel for the whole update instead of a loop over tensors
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, fused=True)
+        optimizer = torch.optim.AdamW(groups, fused=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(total * self.hparams.warmup_ratio)
 
@@ -76,3 +78,34 @@ class TextClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def parameter_groups(
+    named: list[tuple[str, nn.Parameter]],
+    learning_rate: float,
+    weight_decay: float,
+    head_scale: float = 1.0,
+    layer_decay: float = 1.0,
+) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; the new head (anything outside the
+    pretrained encoder's embeddings and layers) at `head_scale` times the learning rate; encoder
+    layer i of n at `layer_decay ** (n - i)` times it, the embeddings one step lower still."""
+    depth = 1 + max((int(m.group(1)) for n, _ in named if (m := LAYER.search(n))), default=-1)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, parameter in named:
+        if (match := LAYER.search(name)) is not None:
+            scale = layer_decay ** (depth - int(match.group(1)))
+        elif ".embeddings." in name:
+            scale = layer_decay ** (depth + 1)
+        else:
+            scale = head_scale
+        decay = 0.0 if name.endswith(NO_DECAY) else weight_decay
+        groups.setdefault((learning_rate * scale, decay), []).append(parameter)
+    return [
+        {"params": params, "lr": lr, "weight_decay": decay}
+        for (lr, decay), params in sorted(groups.items())
+    ]
