@@ -9,12 +9,15 @@ event log. Its `version` is the asset's Dagster data version.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
 from assets.interfaces.errors import LineageError
+
+if TYPE_CHECKING:
+    from assets.interfaces.store import ArtifactStore
 
 # Resource key of the IO manager that stores manifests; assets that hand one on declare it.
 MANIFEST_IO = "manifest_io_manager"
@@ -74,6 +77,27 @@ class DecisionManifest(Manifest):
     approved: bool
     served_tag: str | None = Field(description="the model served after this decision")
     served_labels: dict[str, str] = Field(description="lineage labels of the served model")
+
+    @classmethod
+    def save(
+        cls,
+        store: ArtifactStore,
+        version: str,
+        record: dict[str, Any],
+        approved: bool,
+        served_tag: str | None,
+        served_labels: Mapping[str, str],
+    ) -> DecisionManifest:
+        """Write the decision record of `approved_model` version `version` and describe it."""
+        path = f"approved_model/{version}/decision.json"
+        store.write_json(path, record)
+        return cls(
+            version=version,
+            path=path,
+            approved=approved,
+            served_tag=served_tag,
+            served_labels=dict(served_labels),
+        )
 
 
 class ServingLogManifest(Manifest):

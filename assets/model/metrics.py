@@ -62,10 +62,18 @@ def bootstrap_interval(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of a metric over test examples resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    index = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
-    values = _resampled(name, y_true, y_pred, num_labels, index)
+    y_true = np.asarray(y_true)
+    index = _resample_index(len(y_true), resamples, seed)
+    return _percentile_interval(
+        _resampled(name, y_true, np.asarray(y_pred), num_labels, index), level
+    )
+
+
+def _resample_index(rows: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, rows, size=(resamples, rows))
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
@@ -84,17 +92,14 @@ def paired_bootstrap(
     """The metric's difference challenger - champion on the same test examples, and its
     percentile interval from bootstrap resamples shared by both models: what varies between
     them is the models, not the sample."""
-    rng = np.random.default_rng(seed)
     y_true = np.asarray(y_true)
-    index = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
+    index = _resample_index(len(y_true), resamples, seed)
     differences = _resampled(name, y_true, np.asarray(challenger), num_labels, index)
     differences -= _resampled(name, y_true, np.asarray(champion), num_labels, index)
     delta = score(name, y_true, np.asarray(challenger), num_labels) - score(
         name, y_true, np.asarray(champion), num_labels
     )
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(differences, [tail, 100 - tail])
-    return float(delta), float(low), float(high)
+    return (float(delta), *_percentile_interval(differences, level))
 
 
 def expected_calibration_error(

@@ -307,14 +307,8 @@ def approved_model(
             context.log.info(f"registered {record['served_tag']}")
 
     version = f"{model.version}-{context.run_id[:8]}"
-    path = f"approved_model/{version}/decision.json"
-    store.write_json(path, record)
-    manifest = DecisionManifest(
-        version=version,
-        path=path,
-        approved=decision.approved,
-        served_tag=record["served_tag"],
-        served_labels=served_labels,
+    manifest = DecisionManifest.save(
+        store, version, record, decision.approved, record["served_tag"], served_labels
     )
     serving_metadata: dict[str, Any] = {}
     if "serving" in record:

@@ -53,15 +53,7 @@ def roll_back(
         "dagster_run_id": context.run_id,
     }
     version = f"rollback-{context.run_id[:8]}"
-    path = f"approved_model/{version}/decision.json"
-    store.write_json(path, record)
-    manifest = DecisionManifest(
-        version=version,
-        path=path,
-        approved=False,
-        served_tag=previous.tag,
-        served_labels=dict(previous.labels),
-    )
+    manifest = DecisionManifest.save(store, version, record, False, previous.tag, previous.labels)
     return as_output(
         manifest,
         {
