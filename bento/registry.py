@@ -1,46 +1,188 @@
-"""Which model the service serves: the newest model labelled approved in the BentoML store.
+"""The BentoML model store as textops uses it: how a model is published, and which model the
+service serves (the newest approved one).
 
-Shared by the pipeline (to find the champion, to register) and the service; depends on bentoml
-and filelock only.
+A model is published, never half-written: it is staged outside the store, its files are checked
+against the checksums taken before the copy, and only then is it moved into the store in one
+rename, labelled `approved: pending`. It becomes the newest approved model when its label is
+flipped to `true` (one atomic rewrite of its model.yaml, as a withdrawal flips it back). Readers
+take no lock and skip, with a warning, any entry they cannot read or whose files do not match
+its checksums. The lock serializes writers only (the gate's publish, a rollback) and gives up
+after a timeout with a message saying so.
+
+Shared by the pipeline and the service; depends on bentoml, filelock and pyyaml only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import bentoml
 
 MODEL_NAME = "textops-classifier"
 PINNED_TAG_ENV = "TEXTOPS_MODEL_TAG"
+LOCK_TIMEOUT_ENV = "TEXTOPS_REGISTRY_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 120.0
+CHECKSUMS_FILE = "checksums.json"  # relative path -> size and sha256, taken before the copy
+PENDING = "pending"  # the `approved` label of a published model that is not served yet
+STALE_STAGING_S = 3600.0
+
+logger = logging.getLogger("textops.registry")
 
 
 class NoApprovedModelError(LookupError):
-    """The BentoML store holds no approved textops model."""
+    """The BentoML model store holds no approved textops model."""
 
 
-def store_lock(name: str = MODEL_NAME):
-    """An inter-process lock on the model `name` in the BentoML store. BentoML writes a new
-    model in place and rewrites the name's `latest` file; under this lock, concurrent runs and
-    the service never read a model that is half-written. Reentrant in one thread."""
+class RegistryBusyError(TimeoutError):
+    """Another process held the model store's lock longer than the timeout."""
+
+
+class CorruptModelError(ValueError):
+    """A model's files do not match the checksums taken when it was written."""
+
+
+def bentoml_home() -> Path:
     from bentoml._internal.configuration.containers import BentoMLContainer
-    from filelock import FileLock
 
-    folder = Path(BentoMLContainer.bentoml_home.get()) / "models"
+    return Path(BentoMLContainer.bentoml_home.get())
+
+
+def models_dir() -> Path:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store.get()._path)
+
+
+def lock_timeout_s() -> float:
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
+
+
+@contextmanager
+def store_lock(name: str = MODEL_NAME, timeout_s: float | None = None) -> Iterator[float]:
+    """Holds the inter-process lock of writers to the model `name` (reentrant in one thread);
+    yields the seconds it waited. Raises RegistryBusyError after `timeout_s` (default
+    $TEXTOPS_REGISTRY_LOCK_TIMEOUT_S, 120 s). The lock is an OS file lock: a holder that dies
+    releases it."""
+    from filelock import FileLock, Timeout
+
+    folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder / f".{name}.lock", is_singleton=True)
+    path = folder / f".{name}.lock"
+    limit = lock_timeout_s() if timeout_s is None else timeout_s
+    lock = FileLock(path, is_singleton=True)
+    started = time.monotonic()
+    try:
+        lock.acquire(timeout=limit)
+    except Timeout:
+        raise RegistryBusyError(
+            f"the model store's lock {path} was held by another process for over {limit:g} s "
+            f"(another approval or rollback is publishing); nothing was changed: run again "
+            f"when it is done, or raise {LOCK_TIMEOUT_ENV}"
+        ) from None
+    try:
+        yield time.monotonic() - started
+    finally:
+        lock.release()
+
+
+# --- checksums -----------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under `folder`, written to its checksums.json."""
+    sums = {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != CHECKSUMS_FILE
+    }
+    (folder / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=2, sort_keys=True))
+    return sums
+
+
+def integrity_problems(folder: Path, full: bool = False) -> list[str]:
+    """What is wrong with a model folder's files against its checksums.json: missing files,
+    other sizes, and with `full` other contents. A folder without checksums (written before
+    they were taken) has nothing to check."""
+    sums_path = folder / CHECKSUMS_FILE
+    if not sums_path.is_file():
+        return []
+    problems = []
+    for name, expected in json.loads(sums_path.read_text()).items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, not {expected['size']}")
+        elif full and _sha256(path) != expected["sha256"]:
+            problems.append(f"{name} does not match its sha256")
+    return problems
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def stored_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
+    """Every readable version of model `name`. An entry that cannot be read (no model.yaml,
+    a broken one: what a copy killed half-way leaves) is skipped with a warning, so one bad
+    folder never hides the others."""
+    folder = models_dir() / name
+    if not folder.is_dir():
+        return []
+    models = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_dir():
+            continue
+        try:
+            models.append(bentoml.models.get(f"{name}:{entry.name}"))
+        except Exception as error:  # any unreadable entry is skipped, whatever broke it
+            logger.warning(
+                "skipping %s in the model store: it cannot be read (%s); delete it with "
+                "`bentoml models delete %s:%s` once no process is writing it",
+                entry,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                name,
+                entry.name,
+            )
+    return models
 
 
 def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
-    """Approved models, newest first (by creation time, never by the `latest` alias)."""
-    with store_lock(name):
-        try:
-            stored = bentoml.models.list(name)
-        except bentoml.exceptions.NotFound:
-            return []
-    models = [m for m in stored if m.info.labels.get("approved") == "true"]
-    return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
+    """Approved models whose files are all there, newest first (by creation time, never by
+    the `latest` alias). Takes no lock: a model becomes approved in one atomic rewrite."""
+    approved = []
+    for model in stored_models(name):
+        if model.info.labels.get("approved") != "true":
+            continue
+        problems = integrity_problems(Path(model.path))
+        if problems:
+            logger.warning("skipping approved model %s: %s", model.tag, "; ".join(problems[:3]))
+            continue
+        approved.append(model)
+    return sorted(approved, key=lambda m: m.info.creation_time, reverse=True)
 
 
 def latest_approved(name: str = MODEL_NAME) -> bentoml.Model | None:
@@ -48,28 +190,125 @@ def latest_approved(name: str = MODEL_NAME) -> bentoml.Model | None:
     return models[0] if models else None
 
 
-def withdraw(tag: str, reason: str, by: str, name: str = MODEL_NAME) -> dict[str, str]:
-    """Take an approved model out of service: its labels say it is withdrawn, why, by whom and
-    when, and it is no longer approved, so the previous approved model is the newest again.
-    Returns the new labels. The model itself stays in the store."""
+# --- writing -------------------------------------------------------------------------------
+
+
+def _staging_dir() -> Path:
+    # beside the store (same file system, so the move into it is one rename) but outside it,
+    # where BentoML's own listing never looks
+    return bentoml_home() / ".textops-staging"
+
+
+def _clear_stale_staging(staging: Path) -> None:
+    for entry in staging.iterdir() if staging.is_dir() else []:
+        try:
+            if time.time() - entry.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(entry, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
+def publish_pending(
+    model_dir: Path,
+    labels: dict[str, str],
+    metadata: dict[str, Any],
+    name: str = MODEL_NAME,
+) -> str:
+    """Write `model_dir` into the store as a new version labelled `approved: pending`: copied
+    to a staging folder, checked file by file against checksums taken before the copy, then
+    moved into the store in one rename. Returns its tag. A crash at any point leaves either
+    nothing in the store or a complete model that is not approved."""
+    from bentoml._internal.models.model import ModelStore
+
+    model_dir = Path(model_dir)
+    expected = write_checksums(model_dir)
+    staging = _staging_dir()
+    staging.mkdir(parents=True, exist_ok=True)
+    _clear_stale_staging(staging)
+    run_dir = Path(os.path.join(staging, f"{os.getpid()}-{time.time_ns()}"))
+    run_dir.mkdir()
+    try:
+        with bentoml.models.create(
+            name,
+            labels={**labels, "approved": PENDING},
+            metadata=metadata,
+            _model_store=ModelStore(run_dir),
+        ) as model:
+            shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
+        tag = model.tag
+        staged = run_dir / tag.name / tag.version
+        problems = integrity_problems(staged, full=True)
+        missing = sorted(set(expected) - {str(p.relative_to(staged)) for p in staged.rglob("*")})
+        if problems or missing:
+            raise CorruptModelError(
+                f"{tag} was not published: its staged copy differs from {model_dir} "
+                f"({'; '.join(problems + [f'{m} is missing' for m in missing])})"
+            )
+        target = models_dir() / tag.name / tag.version
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, target)
+        _point_latest(target.parent, tag.version)
+        return str(tag)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _point_latest(folder: Path, version: str) -> None:
+    """BentoML's `latest` alias of the name (used by `bentoml models get <name>`, never by
+    textops): rewritten atomically."""
+    staged = folder / f".latest.{os.getpid()}.tmp"
+    staged.write_text(version)
+    os.replace(staged, folder / "latest")
+
+
+def relabel(tag: str, updates: dict[str, str], name: str = MODEL_NAME) -> dict[str, str]:
+    """Change a model's labels in one atomic rewrite of its model.yaml (a reader sees the old
+    labels or the new ones, never a mix); returns the new labels."""
     import yaml
 
     with store_lock(name):
         model = bentoml.models.get(tag)
         info_file = Path(model.path) / "model.yaml"
         info = yaml.safe_load(info_file.read_text())
-        info["labels"] = {
-            **info.get("labels", {}),
+        info["labels"] = {**info.get("labels", {}), **updates}
+        staged = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
+        staged.write_text(yaml.safe_dump(info, sort_keys=False))
+        os.replace(staged, info_file)
+        return info["labels"]
+
+
+def approve(tag: str, name: str = MODEL_NAME) -> dict[str, str]:
+    """Make a published model the newest approved one, after checking its files again."""
+    model = bentoml.models.get(tag)
+    problems = integrity_problems(Path(model.path), full=True)
+    if problems:
+        raise CorruptModelError(f"{tag} is not approved: {'; '.join(problems)}")
+    return relabel(tag, {"approved": "true"}, name)
+
+
+def withdraw(tag: str, reason: str, by: str, name: str = MODEL_NAME) -> dict[str, str]:
+    """Take an approved model out of service: its labels say it is withdrawn, why, by whom and
+    when, and it is no longer approved, so the previous approved model is the newest again.
+    Returns the new labels. The model itself stays in the store."""
+    return relabel(
+        tag,
+        {
             "approved": "false",
             "withdrawn": "true",
             "withdrawn_reason": reason,
             "withdrawn_by": by,
             "withdrawn_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        staged = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
-        staged.write_text(yaml.safe_dump(info, sort_keys=False))
-        os.replace(staged, info_file)
-        return info["labels"]
+        },
+        name,
+    )
+
+
+def discard(tag: str) -> None:
+    """Delete a published model that was never approved (its gate decided otherwise)."""
+    bentoml.models.delete(tag)
+
+
+# --- serving -------------------------------------------------------------------------------
 
 
 def serving_tag(name: str = MODEL_NAME) -> str:
@@ -78,11 +317,18 @@ def serving_tag(name: str = MODEL_NAME) -> str:
         return pinned
     model = latest_approved(name)
     if model is None:
-        from bentoml._internal.configuration.containers import BentoMLContainer
-
         raise NoApprovedModelError(
-            f"no approved '{name}' model in the BentoML store "
-            f"({BentoMLContainer.bentoml_home.get()}): run the pipeline until approved_model "
-            f"approves one (see README), or set {PINNED_TAG_ENV} to a model tag"
+            f"no approved '{name}' model in the BentoML store ({bentoml_home()}): run the "
+            f"pipeline until approved_model approves one (see README), or set "
+            f"{PINNED_TAG_ENV} to a model tag"
         )
     return str(model.tag)
+
+
+def pin_serving_tag(name: str = MODEL_NAME) -> str:
+    """The tag this deployment serves, resolved once: the process that starts the service's
+    workers resolves it and exports it as $TEXTOPS_MODEL_TAG, so every worker it starts, and
+    every worker it restarts after a later approval, serves the same model."""
+    tag = serving_tag(name)
+    os.environ[PINNED_TAG_ENV] = tag
+    return tag

@@ -6,6 +6,12 @@ arrive while the model is busy run together next, so one client never waits for 
 crowd is served in batches. Past the queue limit requests get 429 at once; bodies over the size
 limit get 413 before they are read.
 
+The model is resolved once, in the process that starts the workers, and handed to every worker
+(TEXTOPS_MODEL_TAG), so a deployment serves one model even when a worker restarts after a later
+approval. Predictions are logged on a thread of their own after they are answered; a log that
+cannot be written is counted (textops_prediction_log_failed_records_total on /metrics) and never
+fails a request.
+
 Settings (environment, read at start):
   TEXTOPS_MODEL_TAG        serve this model tag instead of the newest approved one
   TEXTOPS_VARIANT          onnx-int8, onnx-fp32 or pytorch instead of the approved choice
@@ -17,6 +23,7 @@ Settings (environment, read at start):
   TEXTOPS_MAX_BODY_BYTES   largest request body (larger: 413)
   TEXTOPS_SERVING_LOG      the prediction log's folder (`off` disables it)
   TEXTOPS_SERVING_LOG_TEXT 0 keeps texts out of the log
+  TEXTOPS_SERVING_LOG_MAX_AGE_DAYS, TEXTOPS_SERVING_LOG_MAX_MB  the log's retention
   TEXTOPS_ACCESS_LOG       1 logs every request (BentoML's access log; off by default)
   TEXTOPS_ORT_SPIN         0 stops ONNX Runtime's threads from spinning while they wait
 """
@@ -24,7 +31,10 @@ Settings (environment, read at start):
 from __future__ import annotations
 
 import os
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,11 +46,14 @@ from pydantic import BaseModel, Field, StringConstraints
 from bento.batching import GreedyBatcher, Overloaded
 from bento.http import BodySizeLimit, quiet_client_errors
 from bento.inference import label_names, load_predictor, serving_settings
-from bento.registry import serving_tag
-from bento.serving_log import LOG_TEXT_ENV, ServingLog, default_log_dir
+from bento.registry import pin_serving_tag
+from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
 
 MAX_TEXTS = 256
 MAX_CHARS = 2000
+# Requests waiting to be written to the prediction log; past this (a disk that hangs), their
+# records are dropped and counted instead of piling up in memory.
+LOG_BACKLOG = 1024
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CHARS)]
 Texts = Annotated[
@@ -79,6 +92,23 @@ WORKERS = _env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
 
 def _threads() -> int:
     return _env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
+
+
+_METRICS: dict[str, Any] = {}
+
+
+def log_failure_counter():
+    """The Prometheus counter of prediction-log records not written, by reason (created once
+    per process, after BentoML has set up its multiprocess metrics folder)."""
+    if "log_failures" not in _METRICS:
+        from prometheus_client import Counter
+
+        _METRICS["log_failures"] = Counter(
+            "textops_prediction_log_failed_records",
+            "Prediction-log records not written (the prediction was answered)",
+            ["reason"],
+        )
+    return _METRICS["log_failures"]
 
 
 def _docs_redirect():
@@ -125,7 +155,7 @@ class ModelCard(BaseModel):
     logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
 )
 class TextClassifier:
-    model_ref = bentoml.models.BentoModel(serving_tag())
+    model_ref = bentoml.models.BentoModel(pin_serving_tag())
 
     def __init__(self) -> None:
         quiet_client_errors()
@@ -144,10 +174,20 @@ class TextClassifier:
             micro_batch=_env_int("TEXTOPS_MICRO_BATCH", 32),
         )
         self.predictor.predict_proba(["warm up"])  # first call allocates; not a client's cost
+        self.log_failures = log_failure_counter()
         log_dir = default_log_dir()
         self.serving_log = (
-            ServingLog(log_dir, os.environ.get(LOG_TEXT_ENV, "1") != "0") if log_dir else None
+            ServingLog(
+                log_dir,
+                os.environ.get(LOG_TEXT_ENV, "1") != "0",
+                Retention.from_env(),
+                on_failure=lambda records: self.log_failures.labels("write_error").inc(records),
+            )
+            if log_dir
+            else None
         )
+        self._log_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
+        self._log_slots = threading.BoundedSemaphore(LOG_BACKLOG)
         self.batcher = GreedyBatcher(
             self._run,
             max_batch=_env_int("TEXTOPS_MAX_BATCH_SIZE", 64),
@@ -155,30 +195,47 @@ class TextClassifier:
         )
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        """One batch on the inference thread, logged there too (off the event loop)."""
-        started = time.perf_counter()
-        probabilities = self.predictor.predict_proba(texts)
-        if self.serving_log is not None:
-            labels = [self.label_names[i] for i in probabilities.argmax(axis=1)]
+        """One batch, on the inference thread."""
+        return self.predictor.predict_proba(texts)
+
+    def _log(self, texts: list[str], probabilities: np.ndarray, latency_ms: float) -> None:
+        """Hand one answered request to the log's thread; never blocks, never raises."""
+        if self.serving_log is None:
+            return
+        if not self._log_slots.acquire(blocking=False):
+            self.log_failures.labels("backlog_full").inc(len(texts))
+            return
+        try:
+            self._log_thread.submit(self._write_log, texts, probabilities, latency_ms)
+        except RuntimeError:  # the service is shutting down
+            self._log_slots.release()
+
+    def _write_log(self, texts: list[str], probabilities: np.ndarray, latency_ms: float) -> None:
+        try:
+            assert self.serving_log is not None
             self.serving_log.append(
                 self.tag,
                 texts,
-                labels,
+                [self.label_names[i] for i in probabilities.argmax(axis=1)],
                 [
                     dict(zip(self.label_names, map(float, row), strict=True))
                     for row in probabilities
                 ],
-                (time.perf_counter() - started) * 1000,
+                latency_ms,
+                uuid.uuid4().hex[:16],
             )
-        return probabilities
+        finally:
+            self._log_slots.release()
 
     @bentoml.api
     async def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given."""
+        started = time.perf_counter()
         try:
             probabilities = await self.batcher.submit(texts)
         except Overloaded as error:
             raise TooManyRequests(str(error)) from None
+        self._log(texts, probabilities, (time.perf_counter() - started) * 1000)
         results = []
         for row in probabilities:
             best = int(row.argmax())

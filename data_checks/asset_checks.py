@@ -9,13 +9,20 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.interfaces.manifests import DriftManifest, RawTextsManifest, TextSplitsManifest
+from assets.interfaces.manifests import (
+    DriftManifest,
+    RawTextsManifest,
+    ServingLogManifest,
+    TextSplitsManifest,
+)
 from assets.interfaces.store import ArtifactStore
 from assets.model.training.config import run_training_config
+from data_checks.latency import latency_slo_outcome
 from data_checks.outcome import CheckOutcome, Severity
 
 RAW_TEXTS = dg.AssetKey("raw_texts")
 TEXT_SPLITS = dg.AssetKey("text_splits")
+SERVING_LOG = dg.AssetKey("serving_log")
 
 
 def to_result(asset: dg.AssetKey, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
@@ -181,3 +188,25 @@ def drift_check(drift_report: DriftManifest) -> dg.AssetCheckResult:
         },
         description=description,
     )
+
+
+class LatencySloConfig(dg.Config):
+    p95_ms: float = Field(
+        300.0, gt=0, description="Objective for the 95th-percentile request latency (ms)"
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Fewest requests of a model in the window to judge its latency"
+    )
+
+
+@dg.asset_check(
+    asset=SERVING_LOG,
+    name="latency_slo",
+    description="Warns when a served model's p95 request latency in the window exceeds the "
+    "objective",
+)
+def latency_slo_check(
+    config: LatencySloConfig, serving_log: ServingLogManifest
+) -> dg.AssetCheckResult:
+    outcome = latency_slo_outcome(serving_log.latency_ms, config.p95_ms, config.min_requests)
+    return to_result(SERVING_LOG, "latency_slo", outcome)

@@ -14,9 +14,16 @@ from assets.monitoring.drift import drift_report
 from assets.monitoring.serving_log import serving_log
 from assets.serving.approve import approved_model
 from assets.serving.package import bento
-from data_checks.asset_checks import drift_check, raw_texts_checks, text_splits_checks
+from assets.serving.variants import serving_variants
+from data_checks.asset_checks import (
+    drift_check,
+    latency_slo_check,
+    raw_texts_checks,
+    text_splits_checks,
+)
 from orchestration.automation import (
     drift_sensor,
+    monitoring_automation,
     new_data_sensor,
     retrain_job,
     retrain_schedule,
@@ -33,12 +40,14 @@ TRAINING_GRAPH = [
     text_splits,
     fine_tuned_model,
     evaluation_report,
+    serving_variants,
     approved_model,
     bento,
 ]
-MONITORING = [serving_log, drift_report]
+# monitoring runs by itself on a cron (declarative automation), one switch in the UI
+MONITORING, monitoring_sensor = monitoring_automation([serving_log, drift_report])
 ASSETS = [*TRAINING_GRAPH, *MONITORING]
-ASSET_CHECKS = [raw_texts_checks, text_splits_checks, drift_check]
+ASSET_CHECKS = [raw_texts_checks, text_splits_checks, latency_slo_check, drift_check]
 
 pipeline_job = dg.define_asset_job(
     "pipeline",
@@ -60,6 +69,7 @@ rollback_job = dg.define_asset_job(
                 "approved_model": {
                     "config": {
                         "rollback": True,
+                        "rollback_tag": given["tag"],
                         "rollback_reason": given["reason"],
                         "rollback_by": given["by"],
                     }
@@ -67,16 +77,22 @@ rollback_job = dg.define_asset_job(
             }
         },
         config_schema={
+            "tag": dg.Field(
+                str,
+                description="The served model's tag (approved_model's served_tag): the model "
+                "withdrawn; a rollback run again finds it withdrawn and changes nothing",
+            ),
             "reason": dg.Field(str, description="Why the served model is withdrawn"),
             "by": dg.Field(str, default_value="", description="Who withdraws it"),
         },
     ),
     description="Withdraw the served model (its labels say who, why and when), serve the "
-    "previous approved model again and build its bento; run config: reason (required), by.",
+    "previous approved model again and build its bento; run config: tag and reason "
+    "(required), by.",
 )
 JOBS = [pipeline_job, retrain, monitor_job, rollback_job]
 SCHEDULES = [retrain_schedule(retrain)]
-SENSORS = [new_data_sensor(retrain), drift_sensor(retrain)]
+SENSORS = [monitoring_sensor, new_data_sensor(retrain), drift_sensor(retrain)]
 
 
 def pipeline_resources(store: ArtifactStore) -> dict[str, object]:

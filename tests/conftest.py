@@ -141,6 +141,46 @@ def materialize_selected(
 
 
 @pytest.fixture
+def model_store_at():
+    """Point this process's BentoML model store at another folder (`use(home)`), for a test
+    that must not touch the session's store; restored afterwards. Subprocesses get the same
+    folder through BENTOML_HOME."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    providers = [
+        BentoMLContainer.bentoml_home,
+        BentoMLContainer.model_store_dir,
+        BentoMLContainer.model_store,
+    ]
+
+    def use(home: Path) -> Path:
+        (home / "models").mkdir(parents=True, exist_ok=True)
+        BentoMLContainer.bentoml_home.set(str(home))
+        BentoMLContainer.model_store_dir.set(str(home / "models"))
+        BentoMLContainer.model_store.set(ModelStore(home / "models"))
+        return home
+
+    yield use
+    for provider in providers:
+        provider.reset()
+
+
+def copy_registered(tag: str, home: Path) -> Path:
+    """A copy of the registered model `tag` (of the current store) under another BentoML home,
+    with the same tag."""
+    import shutil
+
+    import bentoml
+
+    source = Path(bentoml.models.get(tag).path)
+    name, version = tag.split(":")
+    target = home / "models" / name / version
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.fixture
 def instance():
     """A Dagster instance of one test: materializations of several runs in one event log."""
     import dagster as dg
@@ -162,7 +202,14 @@ def approved_graph(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     result = materialize_selected(
         store,
-        ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report", "approved_model"],
+        [
+            "raw_texts",
+            "text_splits",
+            "fine_tuned_model",
+            "evaluation_report",
+            "serving_variants",
+            "approved_model",
+        ],
         run_config=graph_run_config(source),
         instance=instance,
     )

@@ -17,6 +17,7 @@ DESIGN_ASSETS = {
     "text_splits",
     "fine_tuned_model",
     "evaluation_report",
+    "serving_variants",
     "approved_model",
     "bento",
 }

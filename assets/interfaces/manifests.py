@@ -72,6 +72,13 @@ class ReportManifest(Manifest):
     test_hash: str
 
 
+class ServingVariantsManifest(Manifest):
+    path: str = Field(description="folder: onnx/ (fp32 and int8) and serving.json")
+    variant: str = Field(description="the variant that would be served")
+    model_version: str = Field(description="the fine_tuned_model version it exported")
+    metric: str = Field(description="the official metric parity was judged on")
+
+
 class DecisionManifest(Manifest):
     path: str = Field(description="decision.json")
     approved: bool
@@ -106,6 +113,10 @@ class ServingLogManifest(Manifest):
     until: float
     rows: int
     model_tags: list[str]
+    latency_ms: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="model tag -> request latency percentiles (p50, p95, p99) and requests",
+    )
 
 
 class DriftManifest(Manifest):
@@ -149,4 +160,16 @@ def require_report_on(report: ReportManifest, model: ModelManifest, asset: str) 
             f"{asset}: evaluation_report {report.version} scored on text_splits "
             f"{report.text_splits_version}, but fine_tuned_model {model.version} was trained on "
             f"{model.text_splits.version}. Materialize evaluation_report first, then {asset}."
+        )
+
+
+def require_variants_of(
+    variants: ServingVariantsManifest, model: ModelManifest, asset: str
+) -> None:
+    """`asset` serves `variants` of `model`: refuse unless they were exported from it."""
+    if variants.model_version != model.version:
+        raise LineageError(
+            f"{asset}: serving_variants {variants.version} were exported from fine_tuned_model "
+            f"{variants.model_version}, not the fine_tuned_model given ({model.version}). "
+            f"Materialize serving_variants for this model first, then {asset}."
         )

@@ -20,11 +20,20 @@ class RegisteredModel:
 
 
 class ModelRegistry(dg.ConfigurableResource, ABC):
-    """Approved models with their lineage labels; the newest approved one is the champion."""
+    """Approved models with their lineage labels; the newest approved one is the champion.
+
+    A model goes in in two steps: `publish` writes it whole and verified but not served (slow:
+    the files are copied and checked), and `approve` makes it the champion in one atomic label
+    change (fast), so the lock that serializes decisions is held for moments, not for a copy.
+    Readers never wait for the lock and skip entries they cannot read."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the registry is, in words a person can act on (a path, a URL)."""
 
     @abstractmethod
     def approved(self) -> list[RegisteredModel]:
-        """Approved models, newest first."""
+        """Approved models whose files are intact, newest first."""
 
     def champion(self) -> RegisteredModel | None:
         """The newest approved model, or None."""
@@ -36,14 +45,24 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         """The model with this tag; MissingArtifactError when there is none."""
 
     @abstractmethod
-    def register(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
-        """Save a model folder with lineage labels; returns its tag."""
+    def publish(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+        """Write a model folder with its lineage labels, complete and verified, but not
+        approved yet; returns its tag."""
+
+    @abstractmethod
+    def approve(self, tag: str) -> None:
+        """Make a published model the newest approved one (one atomic change)."""
+
+    @abstractmethod
+    def discard(self, tag: str) -> None:
+        """Remove a published model that was never approved."""
 
     @abstractmethod
     def withdraw(self, tag: str, reason: str, by: str) -> RegisteredModel:
         """Take a model out of service (no longer approved; labels say who, why, when)."""
 
     @abstractmethod
-    def exclusive(self) -> AbstractContextManager[None]:
-        """Holds the registry for one decision: other runs' registrations wait until it is
-        released, so two gates never approve against the same champion at once."""
+    def exclusive(self) -> AbstractContextManager[float]:
+        """Holds the registry for one decision (yields the seconds spent waiting for it): other
+        runs' approvals and rollbacks wait until it is released, so two gates never approve
+        against the same champion at once. Gives up with an error after a timeout."""

@@ -188,6 +188,13 @@ def drift_report(
     version = f"{serving_log.version}-{context.run_id[:8]}"
     prefix = f"drift_report/{version}"
     model_tag, served = served_model_rows(logged) if logged.height else (None, logged)
+    # the latency of the model judged, as the service logged it (request percentiles, ms)
+    latency = numeric_metadata(
+        {
+            f"latency_ms_{p}": serving_log.latency_ms.get(model_tag or "", {}).get(p)
+            for p in ("p50", "p95", "p99")
+        }
+    )
     if served.height < config.min_predictions:
         # Too little traffic to judge: a report that says so, not a failure (a fresh deployment).
         summary = (
@@ -215,6 +222,7 @@ def drift_report(
                 "reasons": dg.MetadataValue.json([]),
                 "report": dg.MetadataValue.md(summary),
                 **numeric_metadata({"served_predictions": served.height}),
+                **latency,
             },
         )
     served_by = registry.get(model_tag)
@@ -263,6 +271,7 @@ def drift_report(
         {"served_predictions": served.height}
         | {name: float(f["value"]) for name, f in findings.items()}
     )
+    metadata |= latency
     manifest = DriftManifest(
         version=version,
         path=f"{prefix}/report.json",

@@ -1,14 +1,21 @@
-"""`approved_model`: the gate between the new model (challenger) and the served one (champion)."""
+"""`approved_model`: the gate between the new model (challenger) and the served one (champion).
+
+The slow parts happen with no lock held: the champion's predictions (rescored when the test
+split changed), the paired bootstrap, and publishing the challenger to the registry (copied,
+verified, not yet served). Only then does the gate take the registry's lock, check that the
+champion it compared with is still the champion, and approve in one label flip. If another gate
+approved a model meanwhile, this one decides again against the new champion."""
 
 import json
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
-import polars as pl
 from pydantic import Field
 
 from assets.interfaces.manifests import (
@@ -16,23 +23,33 @@ from assets.interfaces.manifests import (
     DecisionManifest,
     ModelManifest,
     ReportManifest,
+    ServingVariantsManifest,
     TextSplitsManifest,
     as_output,
     require_report_on,
     require_trained_on,
+    require_variants_of,
 )
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
-from assets.model.evaluate import EvaluationConfig, score_predictions
-from assets.model.predict import load_classifier, predict
 from assets.progress import Log
-from assets.serving.export import serving_variants
+from assets.serving.champion import (
+    TEST_PREDICTIONS,
+    LabelSetMismatchError,
+    champion_predictions,
+    champion_scores,
+    require_recorded_champion,
+)
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.rollback import roll_back
+from assets.serving.variants import variants_markdown
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
+
+# Gates that lose the race for the champion decide again; past this many, the run fails.
+MAX_ATTEMPTS = 5
 
 
 class ApprovalConfig(dg.Config):
@@ -55,24 +72,18 @@ class ApprovalConfig(dg.Config):
     )
     force: bool = Field(False, description="Approve whatever the comparison says")
     force_reason: str = Field("", description="Why force was used (required with force)")
-    parity_tolerance: float = Field(
-        0.005,
-        ge=0,
-        description="An ONNX variant is served only if its official metric on the test split "
-        "is within this of the PyTorch model's",
-    )
     rollback: bool = Field(
         False,
         description="Instead of judging a challenger: withdraw the served model and serve the "
         "previous approved one again (the rollback job sets this)",
     )
+    rollback_tag: str = Field(
+        "",
+        description="The served model's tag that the rollback withdraws (required with "
+        "rollback): a rollback that runs again finds it withdrawn and changes nothing",
+    )
     rollback_reason: str = Field("", description="Why the served model is withdrawn")
     rollback_by: str = Field("", description="Who withdraws it (default: $USER)")
-    serving_variant: str = Field(
-        "",
-        description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
-        "says; empty: the fastest that passes parity",
-    )
 
 
 def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
@@ -84,43 +95,6 @@ def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
         per_class_f1={label: row["f1"] for label, row in model["per_class"].items()},
         test_hash=test_hash,
         baseline=report["baseline"]["value"],
-    )
-
-
-TEST_PREDICTIONS = "test_predictions.parquet"  # in a registered model: its test labels
-
-
-def champion_predictions(
-    champion: RegisteredModel, store: ArtifactStore, splits: TextSplitsManifest, log: Log
-) -> np.ndarray:
-    """The champion's predicted labels on the current test split, in its order: the ones
-    recorded at its approval when the split is the same, recomputed otherwise."""
-    recorded = champion.path / TEST_PREDICTIONS
-    if champion.metadata.get("scores", {}).get("test_hash") == splits.test_hash and (
-        recorded.is_file()
-    ):
-        return pl.read_parquet(recorded)["predicted"].to_numpy()
-    log(f"test split changed since {champion.tag} was approved: rescoring it")
-    test = store.read_parquet(splits.paths["test"])
-    predictor = load_classifier(champion.path, int(champion.metadata["max_length"]))
-    return predict(predictor, test["text"].to_list(), log, "rescoring champion").labels
-
-
-def champion_scores(
-    predicted: np.ndarray, y_true: np.ndarray, splits: TextSplitsManifest, metric: str
-) -> Scores:
-    scored = score_predictions(
-        y_true,
-        np.eye(len(splits.label_names))[predicted],
-        splits.label_names,
-        EvaluationConfig(metric=metric),
-    )
-    return Scores(
-        metric,
-        scored["value"],
-        tuple(scored["ci95"]),
-        {k: v["f1"] for k, v in scored["per_class"].items()},
-        splits.test_hash,
     )
 
 
@@ -136,35 +110,6 @@ def lineage_labels(model: ModelManifest, run_id: str, scores: Scores, forced: bo
         "metric": f"{scores.metric}={scores.value:.4f}",
         "forced": "true" if forced else "false",
     }
-
-
-def variants_markdown(serving: dict[str, Any]) -> str:
-    rows = [
-        [
-            f"**{name}**" if name == serving["variant"] else name,
-            f"{score['value']:.4f}",
-            f"{score['agreement']:.2%}",
-            f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
-            f"{score['texts_per_s']:.0f}",
-            "yes" if score["passed"] else "**no**",
-        ]
-        for name, score in serving["variants"].items()
-    ]
-    header = [
-        "variant",
-        serving["metric"].replace("_", " "),
-        "agreement",
-        "alone = in batch",
-        "texts/s",
-        "parity",
-    ]
-    return "\n".join(
-        [
-            f"serving **{serving['variant']}**: {serving['why']}",
-            "",
-            *markdown_table(header, rows, align="lrrrrc"),
-        ]
-    )
 
 
 def decision_markdown(decision: Decision) -> str:
@@ -187,6 +132,116 @@ def decision_markdown(decision: Decision) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One decision against one champion."""
+
+    decision: Decision
+    champion: RegisteredModel | None
+    reference: Scores | None
+    paired: PairedDelta | None
+
+
+def judge(
+    challenger: Scores,
+    champion: RegisteredModel | None,
+    y_true: np.ndarray,
+    predicted: np.ndarray,
+    config: ApprovalConfig,
+    store: ArtifactStore,
+    splits: TextSplitsManifest,
+    log: Log,
+) -> Judgement:
+    """The gate's decision on the challenger against `champion` (None: no champion yet)."""
+    rules = GateRules(
+        config.margin, config.max_class_f1_drop, config.absolute_floor, config.must_beat_baseline
+    )
+    force_reason = config.force_reason.strip() if config.force else None
+    reference = paired = None
+    unmatched = None
+    if champion is not None:
+        try:
+            theirs = champion_predictions(champion, store, splits, log)
+        except LabelSetMismatchError as error:
+            if force_reason is None:
+                raise
+            unmatched = f"champion {champion.tag} not compared: {error}"
+            log(unmatched)
+        else:
+            reference = champion_scores(theirs, y_true, splits, challenger.metric)
+            paired = PairedDelta(
+                *metrics.paired_bootstrap(
+                    challenger.metric,
+                    y_true,
+                    predicted,
+                    theirs,
+                    len(splits.label_names),
+                    config.bootstrap_resamples,
+                    config.bootstrap_seed,
+                )
+            )
+    decision = decide(challenger, reference, rules, force_reason, paired)
+    if unmatched:
+        decision.reasons.insert(0, unmatched)
+    return Judgement(decision, champion, reference, paired)
+
+
+def model_folder(
+    scratch: Path,
+    store: ArtifactStore,
+    model: ModelManifest,
+    variants: ServingVariantsManifest,
+    report: dict[str, Any],
+    scored,
+    record: dict[str, Any],
+) -> Path:
+    """The folder the registry keeps for an approved model: weights, tokenizer and config,
+    the ONNX variants and serving.json, the evaluation, its test predictions and the decision."""
+    folder = scratch / "model"
+    shutil.copytree(store.local_dir(model.path), folder)
+    shutil.copytree(store.local_dir(variants.path), folder, dirs_exist_ok=True)
+    (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
+    scored.select("label", "predicted").write_parquet(folder / TEST_PREDICTIONS)
+    (folder / "decision.json").write_text(json.dumps(record, indent=2))
+    return folder
+
+
+def registry_metadata(
+    model: ModelManifest,
+    challenger: Scores,
+    report: dict[str, Any],
+    decision: Decision,
+    serving: dict[str, Any],
+    test_hash: str,
+) -> dict[str, Any]:
+    return {
+        "label_names": model.label_names,
+        "max_length": model.max_length,
+        "base_model": model.base_model,
+        "text_splits": model.text_splits.model_dump(),
+        "scores": {
+            "metric": challenger.metric,
+            "value": challenger.value,
+            "ci95": list(challenger.ci95),
+            "per_class_f1": challenger.per_class_f1,
+            "test_hash": test_hash,
+        },
+        "metrics": {
+            challenger.metric: challenger.value,
+            f"{challenger.metric}_ci95": list(challenger.ci95),
+            "accuracy": report["model"]["accuracy"],
+            "ece": report["model"]["ece"],
+            "baseline": report["baseline"]["value"],
+        },
+        "decision": decision.summary,
+        "serving": serving,
+    }
+
+
+def _tag(model: RegisteredModel | None) -> str | None:
+    return model.tag if model else None
+
+
 @dg.asset(
     group_name="serving",
     kinds={"bentoml"},
@@ -203,47 +258,49 @@ def approved_model(
     fine_tuned_model: ModelManifest,
     evaluation_report: ReportManifest,
     text_splits: TextSplitsManifest,
+    serving_variants: ServingVariantsManifest,
 ) -> dg.Output[DecisionManifest]:
     if config.rollback:
-        return roll_back(context, config.rollback_reason, config.rollback_by, store, registry)
+        return roll_back(
+            context,
+            config.rollback_tag,
+            config.rollback_reason,
+            config.rollback_by,
+            store,
+            registry,
+        )
     if config.force and not config.force_reason.strip():
         raise ValueError("force=True needs force_reason: say why the gate is overridden")
     model = fine_tuned_model
     require_trained_on(model, text_splits, "approved_model")
     require_report_on(evaluation_report, model, "approved_model")
+    require_variants_of(serving_variants, model, "approved_model")
+    require_recorded_champion(context.instance, registry)
     report = store.read_json(f"{evaluation_report.path}/report.json")
     challenger = report_scores(report, text_splits.test_hash)
-    rules = GateRules(
-        config.margin, config.max_class_f1_drop, config.absolute_floor, config.must_beat_baseline
-    )
-    force_reason = config.force_reason.strip() if config.force else None
     scored = store.read_parquet(f"{evaluation_report.path}/predictions.parquet")
     y_true, predicted = scored["label"].to_numpy(), scored["predicted"].to_numpy()
-    # Champion lookup, decision and registration as one step: a concurrent gate waits, then
-    # compares its challenger with whatever this one made the champion.
-    with registry.exclusive():
-        champion = registry.champion()
-        reference = paired = None
-        if champion:
-            theirs = champion_predictions(champion, store, text_splits, context.log.info)
-            reference = champion_scores(theirs, y_true, text_splits, challenger.metric)
-            paired = PairedDelta(
-                *metrics.paired_bootstrap(
-                    challenger.metric,
-                    y_true,
-                    predicted,
-                    theirs,
-                    len(text_splits.label_names),
-                    config.bootstrap_resamples,
-                    config.bootstrap_seed,
-                )
-            )
-        decision = decide(challenger, reference, rules, force_reason, paired)
+    serving = store.read_json(f"{serving_variants.path}/{SERVING_FILE}")
+    lock = {"attempts": 0, "waited_s": 0.0, "held_s": 0.0}
+    while True:
+        lock["attempts"] += 1
+        judged = judge(
+            challenger,
+            registry.champion(),
+            y_true,
+            predicted,
+            config,
+            store,
+            text_splits,
+            context.log.info,
+        )
+        decision, champion = judged.decision, judged.champion
         context.log.info(decision.summary)
         lineage = {
             "challenger": {
                 "fine_tuned_model": model.version,
                 "evaluation_report": evaluation_report.version,
+                "serving_variants": serving_variants.version,
                 "text_splits": text_splits.version,
                 "raw_texts": text_splits.raw_texts_version,
                 "test_hash": text_splits.test_hash,
@@ -256,63 +313,53 @@ def approved_model(
             "lineage": lineage,
             "dagster_run_id": context.run_id,
             "config": config.model_dump(),
-            "served_tag": champion.tag if champion else None,
+            "served_tag": _tag(champion),
         }
         served_labels = dict(champion.labels) if champion else {}
-        if decision.approved:
-            served_labels = lineage_labels(model, context.run_id, challenger, decision.forced)
-            metadata = {
-                "label_names": model.label_names,
-                "max_length": model.max_length,
-                "base_model": model.base_model,
-                "text_splits": model.text_splits.model_dump(),
-                "scores": {
-                    "metric": challenger.metric,
-                    "value": challenger.value,
-                    "ci95": list(challenger.ci95),
-                    "per_class_f1": challenger.per_class_f1,
-                    "test_hash": text_splits.test_hash,
-                },
-                "metrics": {
-                    challenger.metric: challenger.value,
-                    f"{challenger.metric}_ci95": list(challenger.ci95),
-                    "accuracy": report["model"]["accuracy"],
-                    "ece": report["model"]["ece"],
-                    "baseline": report["baseline"]["value"],
-                },
-                "decision": decision.summary,
-            }
-            with tempfile.TemporaryDirectory() as scratch:
-                folder = Path(scratch) / "model"
-                shutil.copytree(store.local_dir(model.path), folder)
-                test = store.read_parquet(text_splits.paths["test"])
-                serving = serving_variants(
-                    folder,
-                    test["text"].to_list(),
-                    test["label"].to_numpy(),
-                    challenger.metric,
-                    model.max_length,
-                    config.parity_tolerance,
-                    context.log.info,
-                    config.serving_variant,
-                )
-                (folder / SERVING_FILE).write_text(json.dumps(serving, indent=2))
-                served_labels["serving_variant"] = serving["variant"]
-                metadata["serving"] = serving
-                record["serving"] = serving
-                (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
-                scored.select("label", "predicted").write_parquet(folder / TEST_PREDICTIONS)
-                (folder / "decision.json").write_text(json.dumps(record, indent=2))
-                record["served_tag"] = registry.register(folder, served_labels, metadata)
-            context.log.info(f"registered {record['served_tag']}")
+        if not decision.approved:
+            break
+        labels = lineage_labels(model, context.run_id, challenger, decision.forced)
+        labels["serving_variant"] = serving["variant"]
+        record["serving"] = serving
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = model_folder(
+                Path(scratch), store, model, serving_variants, report, scored, record
+            )
+            metadata = registry_metadata(
+                model, challenger, report, decision, serving, text_splits.test_hash
+            )
+            tag = registry.publish(folder, labels, metadata)
+        with registry.exclusive() as waited_s:
+            held_from = time.monotonic()
+            current = _tag(registry.champion())
+            if current == _tag(champion):
+                registry.approve(tag)
+            lock["waited_s"] += waited_s
+            lock["held_s"] += time.monotonic() - held_from
+        if current == _tag(champion):
+            record["served_tag"], served_labels = tag, labels
+            context.log.info(
+                f"approved {tag}: the registry's lock was held {lock['held_s'] * 1000:.0f} ms"
+            )
+            break
+        registry.discard(tag)
+        if lock["attempts"] >= MAX_ATTEMPTS:
+            raise RuntimeError(
+                f"the champion changed {MAX_ATTEMPTS} times while this gate decided (last "
+                f"{_tag(champion)} -> {current}); nothing was approved: run approved_model again"
+            )
+        context.log.info(
+            f"the champion changed from {_tag(champion)} to {current} while this gate decided: "
+            "deciding again against the new champion"
+        )
 
     version = f"{model.version}-{context.run_id[:8]}"
+    record["registry_lock"] = lock
     manifest = DecisionManifest.save(
         store, version, record, decision.approved, record["served_tag"], served_labels
     )
     serving_metadata: dict[str, Any] = {}
-    if "serving" in record:
-        serving = record["serving"]
+    if decision.approved:
         serving_metadata = {
             "serving_variant": dg.MetadataValue.text(serving["variant"]),
             "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
@@ -324,6 +371,7 @@ def approved_model(
                 }
             ),
         }
+    reference, paired = judged.reference, judged.paired
     return as_output(
         manifest,
         {
@@ -340,6 +388,9 @@ def approved_model(
                     "delta": challenger.value - reference.value if reference else None,
                     "paired_delta_ci_low": paired.low if paired else None,
                     "paired_delta_ci_high": paired.high if paired else None,
+                    "registry_lock_held_s": lock["held_s"] if decision.approved else None,
+                    "registry_lock_waited_s": lock["waited_s"] if decision.approved else None,
+                    "gate_attempts": lock["attempts"],
                 }
             ),
             "lineage": dg.MetadataValue.json(lineage),

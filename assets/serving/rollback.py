@@ -1,6 +1,7 @@
 """A rollback, recorded as a decision of `approved_model`: the served model is withdrawn with a
 reason, and the previous approved model is the champion again (the `bento` asset then builds
-for it)."""
+for it). A rollback names the tag it withdraws, so running it again (a retry, a second click)
+finds that model already withdrawn and changes nothing."""
 
 from __future__ import annotations
 
@@ -9,13 +10,45 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.interfaces.errors import MissingArtifactError
 from assets.interfaces.manifests import DecisionManifest, as_output
-from assets.interfaces.registry import ModelRegistry
+from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
+
+
+def _withdraw_or_confirm(
+    tag: str, reason: str, by: str, registry: ModelRegistry
+) -> tuple[RegisteredModel, RegisteredModel, bool]:
+    """(the withdrawn model, the one served now, whether this call withdrew it)."""
+    with registry.exclusive():
+        approved = registry.approved()
+        served = approved[0] if approved else None
+        if served is not None and served.tag == tag:
+            if len(approved) < 2:
+                raise ValueError(
+                    f"nothing to roll back to: {tag} is the only approved model in "
+                    f"{registry.location()}; a rollback needs an earlier approved one"
+                )
+            return registry.withdraw(tag, reason, by), approved[1], True
+        try:
+            named = registry.get(tag)
+        except MissingArtifactError:
+            raise ValueError(
+                f"rollback tag {tag} is not in {registry.location()}; name the served model "
+                f"({served.tag if served else 'none is served'})"
+            ) from None
+        if named.labels.get("withdrawn") == "true" and served is not None:
+            return named, served, False
+        raise ValueError(
+            f"{tag} is not the served model ({served.tag if served else 'none is served'}), "
+            "so nothing was withdrawn: a rollback withdraws the model being served, named by "
+            "its tag (approved_model's served_tag)"
+        )
 
 
 def roll_back(
     context: dg.AssetExecutionContext,
+    tag: str,
     reason: str,
     by: str,
     store: ArtifactStore,
@@ -23,37 +56,41 @@ def roll_back(
 ) -> dg.Output[DecisionManifest]:
     if not reason.strip():
         raise ValueError("a rollback needs rollback_reason: say why the served model goes")
+    if not tag.strip():
+        raise ValueError(
+            "a rollback needs rollback_tag: the tag of the served model it withdraws "
+            "(approved_model's served_tag, or `bentoml models list textops-classifier`)"
+        )
     by = by.strip() or os.environ.get("USER") or "unknown"
-    with registry.exclusive():
-        approved = registry.approved()
-        if len(approved) < 2:
-            raise ValueError(
-                f"nothing to roll back to: {len(approved)} approved model(s) in the registry; "
-                "a rollback needs the served model and an earlier approved one"
-            )
-        current, previous = approved[0], approved[1]
-        withdrawn = registry.withdraw(current.tag, reason.strip(), by)
-    summary = (
-        f"rolled back: withdrew {current.tag} ({reason.strip()}; by {by}); "
-        f"serving {previous.tag} again"
-    )
+    withdrawn, served, changed = _withdraw_or_confirm(tag.strip(), reason.strip(), by, registry)
+    if changed:
+        summary = (
+            f"rolled back: withdrew {withdrawn.tag} ({reason.strip()}; by {by}); "
+            f"serving {served.tag} again"
+        )
+    else:
+        summary = (
+            f"already rolled back: {withdrawn.tag} was withdrawn at "
+            f"{withdrawn.labels.get('withdrawn_at', '?')}; serving {served.tag}; nothing changed"
+        )
     context.log.info(summary)
     record = {
         "approved": False,
         "forced": False,
         "summary": summary,
         "rollback": {
-            "withdrawn": current.tag,
+            "withdrawn": withdrawn.tag,
             "reason": reason.strip(),
             "by": by,
             "at": datetime.now(UTC).isoformat(),
+            "changed": changed,
             "withdrawn_labels": withdrawn.labels,
         },
-        "served_tag": previous.tag,
+        "served_tag": served.tag,
         "dagster_run_id": context.run_id,
     }
     version = f"rollback-{context.run_id[:8]}"
-    manifest = DecisionManifest.save(store, version, record, False, previous.tag, previous.labels)
+    manifest = DecisionManifest.save(store, version, record, False, served.tag, served.labels)
     return as_output(
         manifest,
         {
@@ -62,7 +99,7 @@ def roll_back(
             "rollback": True,
             "summary": dg.MetadataValue.text(summary),
             "decision": dg.MetadataValue.md(f"**{summary}**"),
-            "served_tag": dg.MetadataValue.text(previous.tag),
-            "withdrawn_tag": dg.MetadataValue.text(current.tag),
+            "served_tag": dg.MetadataValue.text(served.tag),
+            "withdrawn_tag": dg.MetadataValue.text(withdrawn.tag),
         },
     )

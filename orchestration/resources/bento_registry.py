@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +15,15 @@ from bento.registry import MODEL_NAME
 
 
 class BentoModelStore(ModelRegistry):
-    """The BentoML model store under $BENTOML_HOME (default ~/bentoml). Registrations and
-    champion lookups hold the store's lock (bento.registry.store_lock), so concurrent runs
-    never see a model half-written."""
+    """The BentoML model store under $BENTOML_HOME (default ~/bentoml), written as
+    bento/registry.py describes: staged, verified, moved in, then approved by one label flip."""
 
     model_name: str = Field(MODEL_NAME, description="BentoML model name")
+
+    def location(self) -> str:
+        from bento.registry import bentoml_home
+
+        return f"the BentoML model store at {bentoml_home()} (BENTOML_HOME)"
 
     def approved(self) -> list[RegisteredModel]:
         from bento.registry import approved_models
@@ -30,28 +33,32 @@ class BentoModelStore(ModelRegistry):
     def get(self, tag: str) -> RegisteredModel:
         import bentoml
 
-        from bento.registry import store_lock
-
         try:
-            with store_lock(self.model_name):
-                return _registered(bentoml.models.get(tag))
+            return _registered(bentoml.models.get(tag))
         except bentoml.exceptions.NotFound:
             raise MissingArtifactError(
-                f"model {tag} is not in the BentoML model store (BENTOML_HOME); it served the "
-                "logged predictions, so the store the service used is the one to point at"
+                f"model {tag} is not in {self.location()}; point BENTOML_HOME at the store "
+                "that holds it (the one the service and earlier runs used)"
+            ) from None
+        except bentoml.exceptions.BentoMLException as error:
+            raise MissingArtifactError(
+                f"model {tag} in {self.location()} cannot be read: {error}"
             ) from None
 
-    def register(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
-        import bentoml
+    def publish(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+        from bento.registry import publish_pending
 
-        from bento.registry import store_lock
+        return publish_pending(model_dir, labels, metadata, self.model_name)
 
-        with (
-            store_lock(self.model_name),
-            bentoml.models.create(self.model_name, labels=labels, metadata=metadata) as model,
-        ):
-            shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
-        return str(model.tag)
+    def approve(self, tag: str) -> None:
+        from bento.registry import approve
+
+        approve(tag, self.model_name)
+
+    def discard(self, tag: str) -> None:
+        from bento.registry import discard
+
+        discard(tag)
 
     def withdraw(self, tag: str, reason: str, by: str) -> RegisteredModel:
         from bento.registry import withdraw
@@ -60,11 +67,11 @@ class BentoModelStore(ModelRegistry):
         return self.get(tag)
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> Iterator[float]:
         from bento.registry import store_lock
 
-        with store_lock(self.model_name):
-            yield
+        with store_lock(self.model_name) as waited_s:
+            yield waited_s
 
 
 def _registered(model) -> RegisteredModel:

@@ -12,14 +12,27 @@ from orchestration.resources import BentoModelStore
 from tests.conftest import graph_run_config, materialize_selected
 
 
-def approve(graph, **approval) -> dg.ExecuteInProcessResult:
-    """approved_model alone, on the graph's latest model, report and splits."""
+def approve(graph, assets=("approved_model",), **approval) -> dg.ExecuteInProcessResult:
+    """approved_model (by default alone) on the graph's latest model, report, splits and
+    serving variants."""
     return materialize_selected(
         graph["store"],
-        ["approved_model"],
-        run_config=graph_run_config(graph["source"], {"approved_model"}, approved_model=approval),
+        list(assets),
+        run_config=graph_run_config(graph["source"], set(assets), approved_model=approval),
         raise_on_error=False,
         instance=graph["instance"],
+    )
+
+
+def roll_back(graph, tag: str, reason: str = "a spike of complaints", by: str = "on-call"):
+    from orchestration import definitions
+
+    job = definitions.defs.resolve_job_def("rollback")
+    return job.execute_in_process(
+        run_config={"tag": tag, "reason": reason, "by": by},
+        instance=graph["instance"],
+        resources=definitions.pipeline_resources(graph["store"]),
+        raise_on_error=False,
     )
 
 
@@ -131,7 +144,8 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
         onnx.save(graph, str(path))
 
     monkeypatch.setattr(export, "quantize_int8", broken_quantization)
-    result = approve(approved_graph)  # the same model again: it ties the champion, approved
+    # the same model again, exported again: it ties the champion, approved
+    result = approve(approved_graph, ("serving_variants", "approved_model"))
     meta = result.asset_materializations_for_node("approved_model")[0].metadata
     assert meta["approved"].value is True
     decision = approved_graph["store"].read_json(result.output_for_node("approved_model").path)
@@ -144,21 +158,12 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
 
 
 def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approved_graph):
-    import dagster as dg
-
     from bento.registry import latest_approved
-    from orchestration import definitions
 
     newer = approve(approved_graph)  # the same model again: approved, the newest champion
     assert newer.output_for_node("approved_model").approved
     served, previous = [str(m.tag) for m in approved_models()[:2]]
-    job = definitions.defs.resolve_job_def("rollback")
-    result = job.execute_in_process(
-        run_config={"reason": "a spike of complaints", "by": "on-call"},
-        instance=approved_graph["instance"],
-        resources=definitions.pipeline_resources(approved_graph["store"]),
-        raise_on_error=False,
-    )
+    result = roll_back(approved_graph, served)
     assert result.success
     decision = result.output_for_node("approved_model")
     assert decision.served_tag == previous and not decision.approved
@@ -175,6 +180,13 @@ def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approve
     assert record["rollback"]["withdrawn"] == served
     bento_meta = result.asset_materializations_for_node("bento")[0].metadata
     assert bento_meta["model_tag"].value == previous
+    # the same rollback again (a retry, a second click): nothing more is withdrawn
+    again = roll_back(approved_graph, served, reason="clicked twice")
+    assert again.success
+    assert again.output_for_node("approved_model").served_tag == previous
+    assert str(latest_approved().tag) == previous
+    summary = again.asset_materializations_for_node("approved_model")[0].metadata["summary"]
+    assert summary.value.startswith(f"already rolled back: {served} was withdrawn at")
     assert (
         approved_graph["instance"]
         .get_latest_materialization_event(dg.AssetKey("approved_model"))
@@ -184,9 +196,17 @@ def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approve
     )
 
 
-def test_a_rollback_needs_a_reason_and_an_earlier_model(approved_graph):
-    refused = approve(approved_graph, rollback=True)
-    assert not refused.success
+def test_a_rollback_needs_a_reason_the_served_tag_and_an_earlier_model(approved_graph):
     from tests.integration.test_data_assets import failure_message
 
+    refused = approve(approved_graph, rollback=True, rollback_tag="x")
+    assert not refused.success
     assert "a rollback needs rollback_reason" in failure_message(refused)
+    untagged = approve(approved_graph, rollback=True, rollback_reason="why")
+    assert "a rollback needs rollback_tag: the tag of the served model" in failure_message(untagged)
+    served = str(approved_models()[0].tag)
+    other = str(approved_models()[-1].tag)
+    if other != served:  # naming a model that is not served withdraws nothing
+        wrong = approve(approved_graph, rollback=True, rollback_reason="why", rollback_tag=other)
+        assert f"{other} is not the served model ({served})" in failure_message(wrong)
+        assert str(approved_models()[0].tag) == served

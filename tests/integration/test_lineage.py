@@ -17,7 +17,14 @@ from tests.conftest import (
 )
 from tests.integration.test_data_assets import failure_message
 
-GRAPH = ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report", "approved_model"]
+GRAPH = [
+    "raw_texts",
+    "text_splits",
+    "fine_tuned_model",
+    "evaluation_report",
+    "serving_variants",
+    "approved_model",
+]
 
 
 @pytest.fixture
@@ -108,7 +115,7 @@ def test_evaluation_refuses_a_model_trained_on_other_splits(store, instance, sou
 def test_approval_refuses_a_report_on_another_model(store, instance, source):
     first = materialize_selected(
         store,
-        ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report"],
+        ["raw_texts", "text_splits", "fine_tuned_model", "evaluation_report", "serving_variants"],
         run_config=graph_run_config(source, {"raw_texts", "fine_tuned_model", "evaluation_report"}),
         instance=instance,
     )

@@ -45,9 +45,18 @@ def landed_files(uri: str) -> list[LandedFile]:
 
 def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:
     """A landed table mapped onto the main source's labels (by name, or by id when the file
-    carries ids); rows go to train unless the file has a split column."""
+    carries ids); rows go to train unless the file has a split column. Landed rows never enter
+    test: the test split is the source's, the benchmark every model is judged on, and whoever
+    can write the landing folder must not be able to shape it."""
     source = read_table(landed.read(), landed.name)
     frame = source.frame
+    in_test = frame.filter(pl.col("source_split") == "test").height
+    if in_test:
+        raise SourceError(
+            f"{landed.name}: {in_test} row(s) have split 'test'; landed rows may go to train "
+            "or validation only (the test split is the source's, so every model is judged on "
+            "the same benchmark): drop those rows or their split"
+        )
     names = set(frame["label_name"].unique().to_list())
     if names <= set(label_names):
         index = {name: i for i, name in enumerate(label_names)}

@@ -1,0 +1,135 @@
+"""`serving_variants`: the approved-to-be model exported to ONNX and quantized, each variant
+checked for parity with PyTorch on the frozen test split, before the gate takes the registry's
+lock (an export and a parity check take minutes; the gate's critical section takes moments)."""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from assets.interfaces.manifests import (
+    MANIFEST_IO,
+    ModelManifest,
+    ReportManifest,
+    ServingVariantsManifest,
+    TextSplitsManifest,
+    as_output,
+    require_report_on,
+    require_trained_on,
+)
+from assets.interfaces.store import ArtifactStore
+from assets.metadata import markdown_table, numeric_metadata
+from assets.serving.export import serving_variants as export_and_check
+from assets.versioning import source_version
+from bento.inference import SERVING_FILE
+
+
+class ServingVariantsConfig(dg.Config):
+    parity_tolerance: float = Field(
+        0.005,
+        ge=0,
+        description="An ONNX variant is served only if its official metric on the test split "
+        "is within this of the PyTorch model's",
+    )
+    serving_variant: str = Field(
+        "",
+        description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
+        "says; empty: the fastest that passes parity",
+    )
+
+
+def variants_markdown(serving: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"**{name}**" if name == serving["variant"] else name,
+            f"{score['value']:.4f}",
+            f"{score['agreement']:.2%}",
+            f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
+            f"{score['texts_per_s']:.0f}",
+            "yes" if score["passed"] else "**no**",
+        ]
+        for name, score in serving["variants"].items()
+    ]
+    header = [
+        "variant",
+        serving["metric"].replace("_", " "),
+        "agreement",
+        "alone = in batch",
+        "texts/s",
+        "parity",
+    ]
+    return "\n".join(
+        [
+            f"serving **{serving['variant']}**: {serving['why']}",
+            "",
+            *markdown_table(header, rows, align="lrrrrc"),
+        ]
+    )
+
+
+@dg.asset(
+    group_name="serving",
+    kinds={"onnx"},
+    io_manager_key=MANIFEST_IO,
+    code_version=source_version(__name__),
+    description="The model exported to ONNX (fp32 and int8), every variant scored against "
+    "PyTorch on the test split; the gate serves the fastest that passed.",
+)
+def serving_variants(
+    context: dg.AssetExecutionContext,
+    config: ServingVariantsConfig,
+    store: ArtifactStore,
+    fine_tuned_model: ModelManifest,
+    evaluation_report: ReportManifest,
+    text_splits: TextSplitsManifest,
+) -> dg.Output[ServingVariantsManifest]:
+    model = fine_tuned_model
+    require_trained_on(model, text_splits, "serving_variants")
+    require_report_on(evaluation_report, model, "serving_variants")
+    test = store.read_parquet(text_splits.paths["test"])
+    version = f"{model.version}-{context.run_id[:8]}"
+    path = f"serving_variants/{version}"
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "model"
+        shutil.copytree(store.local_dir(model.path), folder)
+        serving = export_and_check(
+            folder,
+            test["text"].to_list(),
+            test["label"].to_numpy(),
+            evaluation_report.metric,
+            model.max_length,
+            config.parity_tolerance,
+            context.log.info,
+            config.serving_variant,
+        )
+        out = Path(scratch) / "variants"
+        out.mkdir()
+        shutil.copytree(folder / "onnx", out / "onnx")
+        (out / SERVING_FILE).write_text(json.dumps(serving, indent=2))
+        store.upload_dir(path, out)
+    manifest = ServingVariantsManifest(
+        version=version,
+        path=path,
+        variant=serving["variant"],
+        model_version=model.version,
+        metric=evaluation_report.metric,
+    )
+    return as_output(
+        manifest,
+        {
+            "serving_variant": dg.MetadataValue.text(serving["variant"]),
+            "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
+            **numeric_metadata(
+                {
+                    f"{name}/{key}": score[key]
+                    for name, score in serving["variants"].items()
+                    for key in ("value", "agreement", "texts_per_s")
+                }
+            ),
+            "path": dg.MetadataValue.path(store.uri(path)),
+        },
+    )
