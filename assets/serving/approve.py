@@ -158,13 +158,14 @@ def judge(
     )
     force_reason = config.force_reason.strip() if config.force else None
     reference = paired = None
-    unmatched = None
+    unmatched = incomparable = None
     if champion is not None:
         try:
             theirs = champion_predictions(champion, store, splits, log)
         except LabelSetMismatchError as error:
             if force_reason is None:
                 raise
+            incomparable = champion.tag
             unmatched = f"champion {champion.tag} not compared: {error}"
             log(unmatched)
         else:
@@ -180,7 +181,7 @@ def judge(
                     config.bootstrap_seed,
                 )
             )
-    decision = decide(challenger, reference, rules, force_reason, paired)
+    decision = decide(challenger, reference, rules, force_reason, paired, incomparable)
     if unmatched:
         decision.reasons.insert(0, unmatched)
     return Judgement(decision, champion, reference, paired)

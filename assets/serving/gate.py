@@ -68,9 +68,14 @@ def decide(
     rules: GateRules,
     force_reason: str | None = None,
     paired: PairedDelta | None = None,
+    incomparable: str | None = None,
 ) -> Decision:
+    """`incomparable`: the champion (this tag) classifies into other classes, so there is no
+    comparison; only `force` approves then, judged on the floor and the baseline."""
     name = challenger.metric.replace("_", " ").replace("macro f1", "macro F1")
     comparisons: list[Comparison] = []
+    if incomparable is not None:
+        comparisons.append(Comparison(f"same classes as champion {incomparable}", 0.0, 1.0, False))
     if champion is not None:
         if champion.test_hash != challenger.test_hash or champion.metric != challenger.metric:
             raise ValueError(
@@ -124,7 +129,7 @@ def decide(
     return Decision(
         approved,
         forced,
-        _sentence(name, approved, forced, challenger, champion, paired, failed),
+        _sentence(name, approved, forced, challenger, champion, paired, failed, incomparable),
         reasons,
         comparisons,
         paired,
@@ -139,12 +144,14 @@ def _sentence(
     champion: Scores | None,
     paired: PairedDelta | None,
     failed: list[Comparison],
+    incomparable: str | None = None,
 ) -> str:
     verdict = "approved (forced)" if forced else "approved" if approved else "rejected"
     if champion is None or paired is None:
         low, high = challenger.ci95
         interval = f"[CI {low:.2f}–{high:.2f}]"
-        text = f"{verdict}: {name} {challenger.value:.2f} {interval}, no champion yet"
+        against = "champion not comparable" if incomparable else "no champion yet"
+        text = f"{verdict}: {name} {challenger.value:.2f} {interval}, {against}"
     else:
         text = (
             f"{verdict}: {name} {challenger.value:.2f} vs champion {champion.value:.2f}, "

@@ -60,6 +60,7 @@ def test_drift_sensor_requests_retrain_only_on_drift():
             metadata={
                 "drifted": drifted,
                 "reasons": dg.MetadataValue.json(["length_psi"] if drifted else []),
+                "model_tag": dg.MetadataValue.text(context.run.tags.get("model", "m:1")),
             }
         )
 
@@ -78,9 +79,18 @@ def test_drift_sensor_requests_retrain_only_on_drift():
     drift, cursor = tick(cursor)
     assert len(drift.run_requests) == 1
     assert drift.run_requests[0].tags["textops/drift_reasons"] == "length_psi"
+    assert drift.run_requests[0].tags["textops/drifted_model"] == "m:1"
     assert sensor.job_name == "retrain"
-    repeat, _ = tick(cursor)
-    assert not repeat.run_requests  # one run per report
+    repeat, cursor = tick(cursor)
+    assert not repeat.run_requests  # one request per report
+    # the next hourly report of the same drifted model: the same run key, so Dagster launches
+    # no second retrain on the same data within the cooldown
+    dg.materialize([fake_drift_report], instance=instance, tags={"drift": "yes"})
+    hourly, cursor = tick(cursor)
+    assert hourly.run_requests[0].run_key == drift.run_requests[0].run_key
+    dg.materialize([fake_drift_report], instance=instance, tags={"drift": "yes", "model": "m:2"})
+    other, _ = tick(cursor)
+    assert other.run_requests[0].run_key != drift.run_requests[0].run_key
 
 
 def test_schedule_is_weekly_and_off_until_turned_on():
@@ -88,6 +98,46 @@ def test_schedule_is_weekly_and_off_until_turned_on():
     assert schedule.cron_schedule == automation.DEFAULT_CRON
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "retrain"
+
+
+def test_monitoring_runs_by_itself_by_default_and_the_rest_is_one_switch_each(monkeypatch):
+    statuses = {s.name: s.default_status for s in definitions.SENSORS}
+    assert statuses == {
+        "monitoring_automation": dg.DefaultSensorStatus.RUNNING,
+        "new_data_sensor": dg.DefaultSensorStatus.STOPPED,
+        "drift_sensor": dg.DefaultSensorStatus.STOPPED,
+    }
+    monitoring = next(s for s in definitions.SENSORS if s.name == "monitoring_automation")
+    assert isinstance(monitoring, dg.AutomationConditionSensorDefinition)
+    for asset in definitions.MONITORING:
+        (condition,) = asset.automation_conditions_by_key.values()
+        assert condition.get_label() == "on_cron(0 * * * *, UTC)"
+    monkeypatch.setenv("TEXTOPS_AUTOMATION", "all")
+    assert automation.switched_on() == set(automation.SWITCHES)
+    assert automation.retrain_schedule(definitions.retrain).default_status == (
+        dg.DefaultScheduleStatus.RUNNING
+    )
+    assert automation.drift_sensor(definitions.retrain).default_status == (
+        dg.DefaultSensorStatus.RUNNING
+    )
+    monkeypatch.setenv("TEXTOPS_AUTOMATION", "off")
+    _, sensor = automation.monitoring_automation([])
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv("TEXTOPS_AUTOMATION", "drift_sensor, monitoring_automation")
+    assert automation.switched_on() == {"drift_sensor", "monitoring_automation"}
+    monkeypatch.setenv("TEXTOPS_AUTOMATION", "everything")
+    with pytest.raises(ValueError, match="'everything': everything is not one of monitoring, all"):
+        automation.switched_on()
+
+
+def test_monitoring_cron_setting(monkeypatch):
+    monkeypatch.setenv("TEXTOPS_MONITOR_CRON", "*/5 * * * *")
+    assets, _ = automation.monitoring_automation(definitions.MONITORING)
+    (condition,) = assets[0].automation_conditions_by_key.values()
+    assert condition.get_label() == "on_cron(*/5 * * * *, UTC)"
+    monkeypatch.setenv("TEXTOPS_MONITOR_CRON", "hourly")
+    with pytest.raises(ValueError, match="TEXTOPS_MONITOR_CRON='hourly' is not a valid cron"):
+        automation.monitoring_automation(definitions.MONITORING)
 
 
 def test_bad_cron_says_what_to_do(monkeypatch):

@@ -195,3 +195,15 @@ def test_google_sources_without_credentials_say_how_to_log_in(tmp_path, monkeypa
     with pytest.raises(SourceError, match="no Google Cloud credentials found") as error:
         read(uri, tmp_path)
     assert "gcloud auth application-default login" in str(error.value)
+
+
+def test_landed_rows_never_enter_test(tmp_path):
+    from assets.data.sources.landing import landed_files, read_landed
+
+    (tmp_path / "ok.csv").write_text("text,label,split\nhello,positive,validation\nbye,negative,\n")
+    (tmp_path / "shaped.csv").write_text("text,label,split\nhi,positive,train\nyo,negative,TEST\n")
+    ok, shaped = landed_files(str(tmp_path))
+    frame = read_landed(ok, ["positive", "negative"])
+    assert frame["source_split"].to_list() == ["validation", "train"]
+    with pytest.raises(SourceError, match="shaped.csv: 1 row\\(s\\) have split 'test'"):
+        read_landed(shaped, ["positive", "negative"])
