@@ -108,7 +108,7 @@ def test_sensor_finds_files_landed_in_the_bucket(gcs_emulator, monkeypatch):
 
 
 def test_serving_log_read_from_the_bucket(gcs_emulator):
-    from assets.monitoring.serving_log import read_serving_log
+    from assets.monitoring.log_window import read_serving_log
 
     bucket = gcs_client().bucket(gcs_emulator["bucket"])
     record = '{"ts": 1.0, "model_tag": "m:1", "text": "hi", "text_length": 2, "label": "a", '

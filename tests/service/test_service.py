@@ -51,7 +51,7 @@ def test_classify_returns_labels_scores_and_probabilities_in_order(client):
 
 
 def test_predictions_are_logged_for_drift_monitoring(client):
-    from assets.monitoring.serving_log import read_serving_log
+    from assets.monitoring.log_window import read_serving_log
 
     marker = "@user tweet 977: such a kind day, sunny too"
     assert client.post("/classify", json={"texts": [marker]}).status_code == 200

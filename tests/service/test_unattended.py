@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from assets.monitoring.serving_log import read_serving_log
+from assets.monitoring.log_window import read_serving_log
 from tests.conftest import copy_registered, free_port
 from tests.processes import ROOT, bentoml_serve, running
 

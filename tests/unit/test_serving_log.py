@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from assets.monitoring.serving_log import (
+from assets.monitoring.log_window import (
     latency_percentiles,
     read_serving_log,
     read_window,
