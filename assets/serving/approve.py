@@ -44,7 +44,7 @@ from assets.serving.champion import (
 )
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.rollback import roll_back
-from assets.serving.variants import variants_markdown
+from assets.serving.variants import serving_metadata
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
@@ -243,6 +243,21 @@ def _tag(model: RegisteredModel | None) -> str | None:
     return model.tag if model else None
 
 
+def approve_if_still_champion(
+    registry: ModelRegistry, tag: str, champion: str | None, lock: dict[str, float]
+) -> str | None:
+    """Under the registry's lock: approve `tag` if `champion` (what the gate compared with) is
+    still the champion. Returns the champion found; adds the lock's wait and hold to `lock`."""
+    with registry.exclusive() as waited_s:
+        held_from = time.monotonic()
+        current = _tag(registry.champion())
+        if current == champion:
+            registry.approve(tag)
+        lock["waited_s"] += waited_s
+        lock["held_s"] += time.monotonic() - held_from
+    return current
+
+
 @dg.asset(
     group_name="serving",
     kinds={"bentoml"},
@@ -330,13 +345,7 @@ def approved_model(
                 model, challenger, report, decision, serving, text_splits.test_hash
             )
             tag = registry.publish(folder, labels, metadata)
-        with registry.exclusive() as waited_s:
-            held_from = time.monotonic()
-            current = _tag(registry.champion())
-            if current == _tag(champion):
-                registry.approve(tag)
-            lock["waited_s"] += waited_s
-            lock["held_s"] += time.monotonic() - held_from
+        current = approve_if_still_champion(registry, tag, _tag(champion), lock)
         if current == _tag(champion):
             record["served_tag"], served_labels = tag, labels
             context.log.info(
@@ -359,24 +368,11 @@ def approved_model(
     manifest = DecisionManifest.save(
         store, version, record, decision.approved, record["served_tag"], served_labels
     )
-    serving_metadata: dict[str, Any] = {}
-    if decision.approved:
-        serving_metadata = {
-            "serving_variant": dg.MetadataValue.text(serving["variant"]),
-            "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
-            **numeric_metadata(
-                {
-                    f"{name}/{key}": score[key]
-                    for name, score in serving["variants"].items()
-                    for key in ("value", "agreement", "texts_per_s")
-                }
-            ),
-        }
     reference, paired = judged.reference, judged.paired
     return as_output(
         manifest,
         {
-            **serving_metadata,
+            **(serving_metadata(serving) if decision.approved else {}),
             "approved": decision.approved,
             "forced": decision.forced,
             "decision": dg.MetadataValue.md(decision_markdown(decision)),

@@ -71,6 +71,21 @@ def variants_markdown(serving: dict[str, Any]) -> str:
     )
 
 
+def serving_metadata(serving: dict[str, Any]) -> dict[str, Any]:
+    """What the UI shows of the variants: the one served, the table, chartable numbers."""
+    return {
+        "serving_variant": dg.MetadataValue.text(serving["variant"]),
+        "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
+        **numeric_metadata(
+            {
+                f"{name}/{key}": score[key]
+                for name, score in serving["variants"].items()
+                for key in ("value", "agreement", "texts_per_s")
+            }
+        ),
+    }
+
+
 @dg.asset(
     group_name="serving",
     kinds={"onnx"},
@@ -120,16 +135,5 @@ def serving_variants(
     )
     return as_output(
         manifest,
-        {
-            "serving_variant": dg.MetadataValue.text(serving["variant"]),
-            "serving_variants": dg.MetadataValue.md(variants_markdown(serving)),
-            **numeric_metadata(
-                {
-                    f"{name}/{key}": score[key]
-                    for name, score in serving["variants"].items()
-                    for key in ("value", "agreement", "texts_per_s")
-                }
-            ),
-            "path": dg.MetadataValue.path(store.uri(path)),
-        },
+        {**serving_metadata(serving), "path": dg.MetadataValue.path(store.uri(path))},
     )

@@ -116,3 +116,20 @@ def test_serving_log_read_from_the_bucket(gcs_emulator):
     bucket.blob("logs/predictions-2026112500-1.jsonl").upload_from_string(record * 2 + "{torn")
     frame, torn = read_serving_log(f"gs://{gcs_emulator['bucket']}/logs")
     assert frame.height == 2 and torn == 1
+
+
+def test_a_window_of_a_bucket_log_downloads_only_its_hours(gcs_emulator):
+    import json
+    from datetime import UTC, datetime
+
+    from assets.monitoring.log_window import read_window
+
+    bucket = gcs_client().bucket(gcs_emulator["bucket"])
+    now = datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp()
+    for hours_ago in (0, 1, 30 * 24):
+        ts = now - hours_ago * 3600
+        name = f"predictions-{datetime.fromtimestamp(ts, UTC):%Y%m%d%H}-pod-a-7-abc123.jsonl"
+        record = {"ts": ts, "model_tag": "m:1", "text_length": 2, "label": "a", "latency_ms": 3.0}
+        bucket.blob(f"window/{name}").upload_from_string(json.dumps(record) + "\n")
+    read = read_window(f"gs://{gcs_emulator['bucket']}/window", now - 2 * 3600)
+    assert read.files == 2 and read.frame.height == 2

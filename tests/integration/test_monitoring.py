@@ -73,13 +73,14 @@ def test_empty_texts_in_a_landed_file_stop_the_run_at_a_blocking_check(
     }
 
 
-def monitor(approved_graph, log_dir):
+def monitor(approved_graph, log_dir, p95_ms: float = 300.0):
     return materialize_selected(
         approved_graph["store"],
         ["serving_log", "drift_report"],
         run_config={
             "ops": {
                 "serving_log": {"config": {"log_dir": str(log_dir)}},
+                "serving_log_latency_slo": {"config": {"p95_ms": p95_ms}},
                 "drift_report": {"config": {"min_predictions": 20, "embedding_sample": 32}},
             }
         },
@@ -88,10 +89,15 @@ def monitor(approved_graph, log_dir):
     )
 
 
-def write_log(folder, texts, labels, model_tag):
+def write_log(folder, texts, labels, model_tag, latency_ms=lambda i: 5.0):
     log = ServingLog(folder)
-    for text, label in zip(texts, labels, strict=True):
-        log.append(model_tag, [text], [label], [{"positive": 0.5, "negative": 0.5}], 5.0)
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        probabilities = [{"positive": 0.5, "negative": 0.5}]
+        log.append(model_tag, [text], [label], probabilities, latency_ms(i), f"request-{i}")
+
+
+def check(result, name: str):
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
 
 
 def test_drift_report_on_traffic_like_training(approved_graph, tmp_path):
@@ -106,8 +112,7 @@ def test_drift_report_on_traffic_like_training(approved_graph, tmp_path):
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
     assert meta["drifted"].value is False, meta["findings"].value
-    check = result.get_asset_check_evaluations()[0]
-    assert check.passed
+    assert check(result, "drift_check").passed
 
 
 def test_drift_report_on_shifted_traffic(approved_graph, tmp_path):
@@ -119,7 +124,33 @@ def test_drift_report_on_shifted_traffic(approved_graph, tmp_path):
     assert meta["drifted"].value is True
     assert {"length_psi", "label_mix_chi2", "unknown_token_share"} <= set(meta["reasons"].value)
     assert "drift detected" in meta["report"].value
-    check = result.get_asset_check_evaluations()[0]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    drift = check(result, "drift_check")
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
     report = approved_graph["store"].read_json(result.output_for_node("drift_report").path)
     assert report["drifted"] and json.dumps(report)
+
+
+def test_latency_percentiles_of_the_served_model_and_the_objective(approved_graph, tmp_path):
+    rows = tiny_rows(100)
+    # 100 requests: 90 fast ones and 10 of 400 ms, so p95 lands among the slow ones
+    write_log(
+        tmp_path / "log",
+        [t for t, _ in rows],
+        ["positive" if y == 0 else "negative" for _, y in rows],
+        approved_graph["tag"],
+        latency_ms=lambda i: 400.0 if i % 10 == 0 else 8.0,
+    )
+    result = monitor(approved_graph, tmp_path / "log")
+    assert result.success, failure_message(result)
+    logged = result.asset_materializations_for_node("serving_log")[0].metadata
+    assert logged["latency_ms_p50"].value == 8.0 and logged["latency_ms_p95"].value == 400.0
+    assert f"| {approved_graph['tag']} | 100 | 8.0 | 400.0 | 400.0 |" in logged["latency"].value
+    drift = result.asset_materializations_for_node("drift_report")[0].metadata
+    assert drift["latency_ms_p95"].value == 400.0
+    slo = check(result, "latency_slo")
+    assert not slo.passed and slo.severity == dg.AssetCheckSeverity.WARN
+    assert slo.description == (
+        f"p95 latency over the objective of 300 ms: {approved_graph['tag']} 400 ms"
+    )
+    relaxed = monitor(approved_graph, tmp_path / "log", p95_ms=500)
+    assert check(relaxed, "latency_slo").passed
