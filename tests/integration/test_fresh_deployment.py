@@ -8,8 +8,10 @@ from tests.conftest import GRAPH_TRAIN
 from tests.integration.test_data_assets import failure_message
 
 
-def test_materialize_all_on_a_fresh_deployment(store, tmp_path, monkeypatch):
+def test_materialize_all_on_a_fresh_deployment(store, tmp_path, monkeypatch, model_store_at):
     monkeypatch.delenv("TEXTOPS_SOURCE", raising=False)  # the default: the shipped dataset
+    # a fresh deployment: an empty model store too (here and in the bento build's subprocess)
+    monkeypatch.setenv("BENTOML_HOME", str(model_store_at(tmp_path / "bentoml")))
     monkeypatch.setenv("TEXTOPS_SERVING_LOG", str(tmp_path / "never-served"))
     run_config = {
         "ops": {
@@ -38,4 +40,4 @@ def test_materialize_all_on_a_fresh_deployment(store, tmp_path, monkeypatch):
     assert drift["drifted"].value is False and drift["judged"].value is False
     assert "not enough traffic yet" in drift["report"].value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["drift_check"] is True
+    assert checks["drift_check"] is True and checks["latency_slo"] is True

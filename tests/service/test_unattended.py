@@ -108,8 +108,7 @@ def test_a_broken_prediction_log_never_fails_a_prediction_and_recovers(deploymen
     # the folder replaced by a plain file in the middle of traffic
     with Traffic(url) as broken:
         time.sleep(1)
-        shutil.rmtree(log)
-        log.write_text("a file where the log folder was")
+        replace_with_a_file(log)
         during = len(broken.sent)
         wait_for(lambda: len(broken.sent) > during + 40, what="traffic on a broken log")
         lost = wait_for(lambda: failed_records(url), what="the failure counter")
@@ -125,6 +124,19 @@ def test_a_broken_prediction_log_never_fails_a_prediction_and_recovers(deploymen
     )
     assert resumed
     assert broken.sent[during + 10] not in logged_texts(log)  # lost while broken, not queued
+
+
+def replace_with_a_file(folder: Path) -> None:
+    """`folder` replaced by a plain file, while the service may recreate it at any moment."""
+    staged = folder.with_name("plain-file")
+    staged.write_text("a file where the log folder was")
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(staged, folder)
+            return
+        except OSError:  # a write recreated the folder in between: remove it again
+            continue
 
 
 def worker_pids(server: subprocess.Popen) -> set[int]:
