@@ -48,6 +48,7 @@ from bento.http import BodySizeLimit, quiet_client_errors
 from bento.inference import label_names, load_predictor, serving_settings
 from bento.registry import pin_serving_tag
 from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
+from bento.settings import env_int
 
 MAX_TEXTS = 256
 MAX_CHARS = 2000
@@ -67,15 +68,6 @@ Texts = Annotated[
 ]
 
 
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    value = os.environ.get(name, "")
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return int(value)
-
-
 def _physical_cores() -> int:
     import psutil
 
@@ -87,11 +79,11 @@ def _physical_cores() -> int:
 # requests: the processes overlap one another's tokenizing, HTTP and Python time, which one
 # process with a thread per core leaves idle (2 cores: 157 vs 96 req/s at c=32, and a lone
 # client's p99 no worse; see the README's serving table). A GPU image sets TEXTOPS_WORKERS=1.
-WORKERS = _env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
+WORKERS = env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
 
 
 def _threads() -> int:
-    return _env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
+    return env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
 
 
 _METRICS: dict[str, Any] = {}
@@ -171,7 +163,7 @@ class TextClassifier:
             int(self.info.metadata.get("max_length", settings.get("max_length", 128))),
             self.variant,
             threads=_threads(),
-            micro_batch=_env_int("TEXTOPS_MICRO_BATCH", 32),
+            micro_batch=env_int("TEXTOPS_MICRO_BATCH", 32),
         )
         self.predictor.predict_proba(["warm up"])  # first call allocates; not a client's cost
         self.log_failures = log_failure_counter()
@@ -190,8 +182,8 @@ class TextClassifier:
         self._log_slots = threading.BoundedSemaphore(LOG_BACKLOG)
         self.batcher = GreedyBatcher(
             self._run,
-            max_batch=_env_int("TEXTOPS_MAX_BATCH_SIZE", 64),
-            max_queue=_env_int("TEXTOPS_MAX_QUEUE", 512),
+            max_batch=env_int("TEXTOPS_MAX_BATCH_SIZE", 64),
+            max_queue=env_int("TEXTOPS_MAX_QUEUE", 512),
         )
 
     def _run(self, texts: list[str]) -> np.ndarray:
@@ -263,5 +255,5 @@ class TextClassifier:
 
 
 TextClassifier.add_asgi_middleware(
-    BodySizeLimit, max_bytes=_env_int("TEXTOPS_MAX_BODY_BYTES", 1 << 20)
+    BodySizeLimit, max_bytes=env_int("TEXTOPS_MAX_BODY_BYTES", 1 << 20)
 )

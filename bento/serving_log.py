@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bento.settings import env_positive_float
+
 LOG_DIR_ENV = "TEXTOPS_SERVING_LOG"
 LOG_TEXT_ENV = "TEXTOPS_SERVING_LOG_TEXT"
 MAX_AGE_ENV = "TEXTOPS_SERVING_LOG_MAX_AGE_DAYS"
@@ -61,19 +63,6 @@ def default_log_dir() -> Path | None:
     return Path(value).expanduser()
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if number <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
 @dataclass(frozen=True)
 class Retention:
     """How much log a folder keeps: files older than `max_age_s`, then the oldest files while
@@ -84,8 +73,8 @@ class Retention:
 
     @classmethod
     def from_env(cls) -> Retention:
-        days = _env_float(MAX_AGE_ENV, DEFAULT_MAX_AGE_DAYS)
-        megabytes = _env_float(MAX_SIZE_ENV, DEFAULT_MAX_MB)
+        days = env_positive_float(MAX_AGE_ENV, DEFAULT_MAX_AGE_DAYS)
+        megabytes = env_positive_float(MAX_SIZE_ENV, DEFAULT_MAX_MB)
         return cls(days * 86400, int(megabytes * 1e6))
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from assets.data.raw import landing_location
 from assets.data.sources.landing import landed_files
+from bento.settings import env_positive_float
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 DEFAULT_MONITOR_CRON = "0 * * * *"  # hourly
@@ -146,16 +147,7 @@ def new_data_sensor(job) -> dg.SensorDefinition:
 
 
 def drift_cooldown_hours() -> float:
-    value = os.environ.get("TEXTOPS_DRIFT_COOLDOWN_HOURS", "").strip()
-    if not value:
-        return DEFAULT_DRIFT_COOLDOWN_HOURS
-    try:
-        hours = float(value)
-    except ValueError:
-        hours = -1.0
-    if hours <= 0:
-        raise ValueError(f"TEXTOPS_DRIFT_COOLDOWN_HOURS must be a positive number, got {value!r}")
-    return hours
+    return env_positive_float("TEXTOPS_DRIFT_COOLDOWN_HOURS", DEFAULT_DRIFT_COOLDOWN_HOURS)
 
 
 def drift_sensor(job) -> dg.SensorDefinition:

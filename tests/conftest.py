@@ -80,6 +80,16 @@ def shared_tweeteval() -> Path:
     return SHARED_DATA
 
 
+# The graph up to the gate (the bento's build is left to the tests about it)
+THROUGH_APPROVAL = [
+    "raw_texts",
+    "text_splits",
+    "fine_tuned_model",
+    "evaluation_report",
+    "serving_variants",
+    "approved_model",
+]
+
 GRAPH_TRAIN = {
     "max_steps": 40,
     "batch_size": 16,
@@ -202,14 +212,7 @@ def approved_graph(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     result = materialize_selected(
         store,
-        [
-            "raw_texts",
-            "text_splits",
-            "fine_tuned_model",
-            "evaluation_report",
-            "serving_variants",
-            "approved_model",
-        ],
+        THROUGH_APPROVAL,
         run_config=graph_run_config(source),
         instance=instance,
     )

@@ -6,18 +6,17 @@ from pathlib import Path
 import pytest
 
 from bento.registry import approved_models
-from tests.conftest import copy_registered, graph_run_config, materialize_selected, tiny_rows
+from tests.conftest import (
+    THROUGH_APPROVAL,
+    copy_registered,
+    graph_run_config,
+    materialize_selected,
+    tiny_rows,
+)
 from tests.integration.test_approval import approve
 from tests.integration.test_data_assets import failure_message
 
-GRAPH = [
-    "raw_texts",
-    "text_splits",
-    "fine_tuned_model",
-    "evaluation_report",
-    "serving_variants",
-    "approved_model",
-]
+GRAPH = THROUGH_APPROVAL
 
 
 def write_source(folder: Path, mapping: list[str], label_of) -> Path:

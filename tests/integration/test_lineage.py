@@ -10,6 +10,7 @@ from assets.interfaces.manifests import TextSplitsManifest
 from assets.model.training import fit
 from bento.registry import approved_models
 from tests.conftest import (
+    THROUGH_APPROVAL,
     graph_run_config,
     latest_manifest,
     materialize_selected,
@@ -17,14 +18,7 @@ from tests.conftest import (
 )
 from tests.integration.test_data_assets import failure_message
 
-GRAPH = [
-    "raw_texts",
-    "text_splits",
-    "fine_tuned_model",
-    "evaluation_report",
-    "serving_variants",
-    "approved_model",
-]
+GRAPH = THROUGH_APPROVAL
 
 
 @pytest.fixture

@@ -69,3 +69,21 @@ def test_failed_bentoml_command_raises_with_its_stderr():
         _bentoml("get", "no-such-bento:v1", log=logs.append)
     assert "no-such-bento" in str(error.value)
     assert any(line.startswith("bentoml get: ") for line in logs)
+
+
+def test_every_bento_module_the_service_imports_is_in_every_bento():
+    import re
+
+    def imported(module: str) -> set[str]:
+        source = (ROOT / "bento" / f"{module}.py").read_text()
+        return set(re.findall(r"^\s*from bento\.(\w+) import", source, re.MULTILINE))
+
+    needed, todo = {"service"}, ["service"]
+    while todo:
+        for module in imported(todo.pop()) - needed:
+            needed.add(module)
+            todo.append(module)
+    for name in BENTOFILES:
+        included = yaml.safe_load((ROOT / "bento" / name).read_text())["include"]
+        missing = {f"bento/{m}.py" for m in needed} - set(included)
+        assert not missing, f"{name} lacks {sorted(missing)}"
