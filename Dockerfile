@@ -1,8 +1,11 @@
 # The textops Dagster code location: `dagster code-server start` on port 4000.
 # Build: buildah bud --isolation chroot --network host -t textops-pipeline .  (or docker build .)
-# CPU torch comes from the PyTorch CPU index; pass --build-arg TORCH_INDEX= for PyPI's CUDA build.
+# Every package at its version in requirements/pipeline-image.lock (hash-checked): torch's CPU
+# build from the PyTorch CPU index; --build-arg TORCH=cuda takes requirements/pipeline-image-gpu.lock
+# (torch's CUDA build and the NVIDIA libraries from PyPI) instead.
 FROM python:3.11-slim
 
+ARG TORCH=cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # A folder of local wheels (mounted at build time) that pip may take torch from instead.
 ARG PIP_FIND_LINKS=""
@@ -17,17 +20,20 @@ RUN groupadd --system textops && useradd --system --gid textops --create-home te
     && mkdir -p /opt/dagster/home /opt/textops && chown -R textops:textops /opt/dagster /opt/textops
 WORKDIR /opt/textops
 
-# Dependencies first: this layer is rebuilt only when pyproject.toml or the constraints change.
-COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p assets orchestration data_checks bento \
-    && touch assets/__init__.py orchestration/__init__.py data_checks/__init__.py bento/__init__.py \
-    && pip install --upgrade "pip>=24.2" \
-    && PIP_FIND_LINKS="$PIP_FIND_LINKS" pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
-       -c constraints.txt ".[gcp]" \
-    && pip uninstall -y textops
+# Dependencies first: this layer is rebuilt only when a lock changes. pip installs uv (and, for
+# the CPU image, torch's CPU build, which pip finds on the PyTorch index or in PIP_FIND_LINKS);
+# uv installs the rest. Nothing is resolved: every package is pinned with its hashes.
+COPY requirements/ requirements/
+RUN pip install --require-hashes --no-deps -r requirements/uv.lock \
+    && if [ "$TORCH" = "cpu" ]; then \
+         PIP_FIND_LINKS="$PIP_FIND_LINKS" pip install --require-hashes --no-deps \
+           ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -r requirements/bootstrap.lock \
+         && lock=requirements/pipeline-image.lock; \
+       else lock=requirements/pipeline-image-gpu.lock; fi \
+    && uv pip install --system --require-hashes --no-deps -r "$lock"
 
 COPY --chown=textops:textops . .
-RUN pip install --no-deps -c constraints.txt ".[gcp]"
+RUN uv pip install --system --no-deps --no-build-isolation .
 # The instance settings this code expects (one training at a time); a Helm deployment sets the
 # same in its values (docs/deploy.md).
 COPY --chown=textops:textops .dagster_home/dagster.yaml /opt/dagster/home/dagster.yaml

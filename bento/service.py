@@ -26,6 +26,9 @@ Settings (environment, read at start):
   TEXTOPS_SERVING_LOG_MAX_AGE_DAYS, TEXTOPS_SERVING_LOG_MAX_MB  the log's retention
   TEXTOPS_ACCESS_LOG       1 logs every request (BentoML's access log; off by default)
   TEXTOPS_ORT_SPIN         0 stops ONNX Runtime's threads from spinning while they wait
+  TEXTOPS_RUNTIME_CHECK    warn (default) or refuse: what to do when onnxruntime, torch,
+                           transformers, tokenizers or numpy differ from the versions the
+                           model's parity check ran under (serving.json)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from bento.batching import GreedyBatcher, Overloaded
 from bento.http import BodySizeLimit, quiet_client_errors
 from bento.inference import label_names, load_predictor, serving_settings
 from bento.registry import pin_serving_tag
+from bento.runtime import check_runtime
 from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
 from bento.settings import env_int
 
@@ -157,6 +161,7 @@ class TextClassifier:
         path = Path(stored.path)
         settings = serving_settings(path)
         self.variant = os.environ.get("TEXTOPS_VARIANT") or settings["variant"]
+        check_runtime(self.tag, self.variant, settings)
         self.label_names = label_names(path)
         self.predictor = load_predictor(
             path,

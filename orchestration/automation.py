@@ -75,6 +75,8 @@ def retrain_job(assets: list):
         "retrain",
         selection=dg.AssetSelection.assets(*assets),
         config=retrain_run_config() or None,
+        # a run queue limit on this tag keeps retrains from overlapping (docs/deploy.md)
+        tags={"textops/job": "retrain"},
         description="The graph from raw_texts to bento; blocking checks stop it before a bad "
         "model is trained or served.",
     )

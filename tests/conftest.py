@@ -191,6 +191,50 @@ def copy_registered(tag: str, home: Path) -> Path:
 
 
 @pytest.fixture
+def postgres_url():
+    """A database of this test's own on the PostgreSQL server at $TEXTOPS_TEST_POSTGRES (which
+    .ci/run starts), dropped afterwards."""
+    import uuid
+
+    server = os.environ.get("TEXTOPS_TEST_POSTGRES")
+    if not server:
+        message = (
+            "no PostgreSQL server: set TEXTOPS_TEST_POSTGRES=postgresql://user:password@host:"
+            "port/db of a role that may create databases (.ci/run starts Debian's postgresql)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg2
+
+    name = f"textops_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def postgres_dagster_home(home: Path, url: str) -> Path:
+    """A Dagster instance folder whose runs, events and schedules live in PostgreSQL, with the
+    checkout's instance settings (the training pool)."""
+    from tests.processes import write_dagster_yaml
+
+    home.mkdir(parents=True, exist_ok=True)
+    write_dagster_yaml(home)
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; dagster-postgres brings psycopg2
+    url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    with (home / "dagster.yaml").open("a") as settings:
+        settings.write(f"storage:\n  postgres:\n    postgres_url: {url}\n")
+    return home
+
+
+@pytest.fixture
 def instance():
     """A Dagster instance of one test: materializations of several runs in one event log."""
     import dagster as dg

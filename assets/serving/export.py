@@ -128,6 +128,7 @@ def serving_variants(
     (bento/inference.py's serving.json): the chosen variant, why, and every variant's numbers."""
     from assets.model.predict import load_classifier, predict
     from bento.inference import VARIANT_FILES
+    from bento.runtime import installed_versions
 
     started = time.monotonic()
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
@@ -183,6 +184,8 @@ def serving_variants(
         "metric": metric,
         "tolerance": tolerance,
         "test_rows": len(texts),
+        # what the numbers below were measured under; the service warns when it runs otherwise
+        "runtime": {name: v for name, v in installed_versions().items() if v is not None},
         # unmeasured numbers are left out: the model store takes no None in metadata
         "variants": {
             score.variant: {k: v for k, v in asdict(score).items() if v is not None}

@@ -42,13 +42,24 @@ def bentofile_for(variant: str) -> str:
     return "bento/bentofile.yaml" if variant.startswith("onnx-") else "bento/bentofile.torch.yaml"
 
 
+def locked_requirements(bentofile: Path) -> Path:
+    """The lock a build file installs (python.requirements_txt, relative to the root)."""
+    python = yaml.safe_load(bentofile.read_text()).get("python", {})
+    if "requirements_txt" not in python:
+        raise ValueError(f"{bentofile} installs no lock (python.requirements_txt)")
+    return ROOT / python["requirements_txt"]
+
+
 def installs_torch(bentofile: Path) -> bool:
-    packages = yaml.safe_load(bentofile.read_text()).get("python", {}).get("packages", [])
-    return any(p.replace(" ", "").startswith("torch") for p in packages)
+    return any(
+        line.startswith("torch==") for line in locked_requirements(bentofile).read_text().split()
+    )
 
 
 def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
-    """A copy of `bentofile` that installs torch from `wheel` and from no extra index."""
+    """A copy of `bentofile` whose image takes torch from `wheel`, carried in the bento, instead
+    of from the PyTorch index. The lock still decides: pip checks the wheel against torch's
+    locked hash, so it must be the locked build."""
     source = Path(wheel).expanduser().resolve()
     if not source.is_file() or source.suffix != ".whl":
         raise ValueError(f"torch_wheel {wheel!r} is not a wheel file")
@@ -59,15 +70,11 @@ def with_torch_wheel(bentofile: Path, wheel: str, out: Path) -> Path:
         shutil.copy2(source, wheel_path)
     spec = yaml.safe_load(bentofile.read_text())
     python = spec.setdefault("python", {})
-    # requirements.txt names the wheel as env/python/wheels/ holds it for the image's install
-    kept = [
-        p
-        for p in python.get("packages", [])
-        if not p.replace(" ", "").startswith(("torch", "--extra-index-url"))
-    ]
-    python["packages"] = [f"./wheels/{source.name}", *kept]
+    python.pop("extra_index_url", None)
     python.pop("pip_args", None)
     python["wheels"] = [str(wheel_path.relative_to(ROOT))]
+    # the image installs the lock from env/python, where the bento keeps its wheels
+    python["find_links"] = ["wheels"]
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
 

@@ -1,5 +1,6 @@
 """`bento`: bentoml build of the approved model, and a lint of the Dockerfile it generates."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,30 @@ def test_generated_dockerfile_passes_hadolint_at_error_threshold(built):
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_bento_pins_the_locked_versions_with_their_hashes(built):
+    from tests.unit.test_lock import locked
+
+    requirements = Path(built["bento_path"].value) / "env" / "python" / "requirements.txt"
+    text = requirements.read_text()
+    pins = {
+        name.lower(): version
+        for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.MULTILINE)
+    }
+    lock = locked("textops.lock")
+    assert {"onnxruntime", "tokenizers", "bentoml"} <= set(pins)
+    assert {name: lock[name] for name in pins} == pins
+    assert "--hash=sha256:" in text
+
+
+def test_the_approved_variant_records_the_runtime_it_was_checked_under(approved_graph):
+    import bentoml
+
+    from bento.inference import serving_settings
+    from bento.runtime import installed_versions
+
+    model = bentoml.models.get(approved_graph["tag"])
+    runtime = serving_settings(Path(model.path))["runtime"]
+    installed = {name: v for name, v in installed_versions().items() if v is not None}
+    assert runtime == installed and {"onnxruntime", "tokenizers", "torch"} <= set(runtime)

@@ -1,6 +1,7 @@
 """The bento's container image built with buildah and answering `classify` under podman."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import materialize_selected
+from tests.unit.test_lock import locked
 
 ROOT = Path(__file__).resolve().parents[2]
+PRINT_VERSIONS = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d: m.version(d) for d in ('onnxruntime', 'tokenizers', 'numpy', "
+    "'bentoml', 'pydantic')}))"
+)
 
 
 def cpu_torch_wheel() -> str | None:
@@ -32,6 +39,7 @@ def test_containerized_bento_answers_classify(approved_graph):
         approved_graph["store"],
         ["bento"],
         run_config={"ops": {"bento": {"config": {"torch_wheel": wheel}}}},
+        instance=approved_graph["instance"],
     )
     tag = result.asset_materializations_for_node("bento")[0].metadata["bento_tag"].value
     env = {
@@ -51,3 +59,14 @@ def test_containerized_bento_answers_classify(approved_graph):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     answer = run.stdout.strip().splitlines()[-1]
     assert '"label"' in answer and '"probabilities"' in answer
+    # the image runs the locked runtime, the one the parity check ran under
+    versions = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", "runc", "--network", "host",
+         "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+         "--entrypoint", "python3", "textops-test:latest", "-c", PRINT_VERSIONS],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    installed = json.loads(versions.strip().splitlines()[-1])
+    lock = locked("bento-onnx.lock")
+    assert {name: lock[name] for name in installed} == installed
+    assert installed["onnxruntime"] and installed["tokenizers"]

@@ -6,34 +6,48 @@ from assets.serving.package import ROOT, _bentoml, bentofile_for, installs_torch
 BENTOFILES = ["bentofile.yaml", "bentofile.torch.yaml", "bentofile.gpu.yaml"]
 
 
-def test_local_torch_wheel_replaces_torch_and_its_index(tmp_path):
+def locked(path) -> dict[str, str]:
+    """name -> version of a lock file's pins."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#", "-")):
+            name, version = line.split(" ")[0].split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_local_torch_wheel_replaces_the_torch_index_and_keeps_the_lock(tmp_path):
     wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
     wheel.write_bytes(b"not really a wheel")
     out = with_torch_wheel(ROOT / "bento" / "bentofile.torch.yaml", str(wheel), tmp_path / "b.yaml")
     python = yaml.safe_load(out.read_text())["python"]
-    assert python["packages"][0] == f"./wheels/{wheel.name}"
-    assert not any(p.startswith(("torch", "--extra-index-url")) for p in python["packages"])
-    assert "transformers>=4.46,<6" in python["packages"]
+    assert python["requirements_txt"] == "requirements/bento-torch.lock"
+    assert "extra_index_url" not in python
     assert python["wheels"] == [f"build/wheels/{wheel.name}"]
+    assert python["find_links"] == ["wheels"]
     assert (ROOT / "build" / "wheels" / wheel.name).is_file()
     (ROOT / "build" / "wheels" / wheel.name).unlink()
 
 
-def test_cpu_bentofile_takes_torch_from_the_cpu_index():
-    python = yaml.safe_load((ROOT / "bento" / "bentofile.torch.yaml").read_text())["python"]
-    assert python["packages"][0].startswith("--extra-index-url")
-    assert "torch==2.13.0" in python["packages"]
+def test_every_bento_installs_its_lock_and_the_cpu_one_takes_torch_from_the_cpu_index():
+    torch = yaml.safe_load((ROOT / "bento" / "bentofile.torch.yaml").read_text())["python"]
+    assert torch["extra_index_url"] == ["https://download.pytorch.org/whl/cpu"]
+    assert locked(ROOT / "requirements" / "bento-torch.lock")["torch"].endswith("+cpu")
     gpu = yaml.safe_load((ROOT / "bento" / "bentofile.gpu.yaml").read_text())
-    assert not any(p.startswith("--extra-index-url") for p in gpu["python"]["packages"])
-    assert gpu["docker"]["cuda_version"]
+    assert "extra_index_url" not in gpu["python"] and gpu["docker"]["cuda_version"]
+    assert "+" not in locked(ROOT / "requirements" / "bento-gpu.lock")["torch"]
+    for name in BENTOFILES:
+        python = yaml.safe_load((ROOT / "bento" / name).read_text())["python"]
+        assert python["lock_packages"] is False, name  # the lock decides, not a build-time resolve
+        assert (ROOT / python["requirements_txt"]).is_file(), name
 
 
 def test_each_variant_gets_an_image_with_what_it_runs_on_and_no_more():
     assert bentofile_for("onnx-int8") == bentofile_for("onnx-fp32") == "bento/bentofile.yaml"
     assert bentofile_for("pytorch") == "bento/bentofile.torch.yaml"
-    onnx = yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["python"]["packages"]
-    assert {"onnxruntime>=1.20", "tokenizers>=0.20"} <= set(onnx)
-    assert not any(p.startswith(("torch", "transformers", "--extra-index-url")) for p in onnx)
+    onnx = locked(ROOT / "requirements" / "bento-onnx.lock")
+    assert {"onnxruntime", "tokenizers", "bentoml"} <= set(onnx)
+    assert not {"torch", "transformers"} & set(onnx)
     assert not installs_torch(ROOT / "bento" / "bentofile.yaml")
     assert installs_torch(ROOT / "bento" / "bentofile.torch.yaml")
 

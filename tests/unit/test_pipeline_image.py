@@ -25,8 +25,11 @@ def test_dockerfile_runs_the_code_location_as_a_non_root_user():
     assert "\nUSER textops\n" in text
     assert "HEALTHCHECK" in text and "grpc-health-check" in text
     assert '"code-server", "start"' in text and "orchestration.definitions" in text
-    # dependencies are installed before the source is copied, so code edits keep that layer
-    assert text.index("COPY pyproject.toml") < text.index("COPY --chown=textops:textops . .")
+    # dependencies are installed, from the locks, before the source is copied, so code edits
+    # keep that layer
+    assert text.index("COPY requirements/") < text.index("COPY --chown=textops:textops . .")
+    assert "--require-hashes --no-deps -r requirements/uv.lock" in text
+    assert "requirements/pipeline-image.lock" in text and "requirements/bootstrap.lock" in text
 
 
 @pytest.mark.slow

@@ -1,0 +1,68 @@
+"""The runtime a model's numbers were measured under: the parity check records the versions of
+the packages each serving variant runs on (serving.json), and the service compares them with its
+own at start. Standard library only."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger("textops.service")
+
+# What each variant's numbers depend on: the parity check records these versions in
+# serving.json, and the service compares them with its own at start.
+RUNTIME_PACKAGES = {
+    "onnx-int8": ("onnxruntime", "tokenizers", "numpy"),
+    "onnx-fp32": ("onnxruntime", "tokenizers", "numpy"),
+    "pytorch": ("torch", "transformers", "tokenizers", "numpy"),
+}
+
+
+def installed_versions(packages: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """Installed version of each package (None when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = packages or tuple(sorted({p for ps in RUNTIME_PACKAGES.values() for p in ps}))
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def runtime_mismatches(recorded: dict[str, str | None], variant: str) -> list[str]:
+    """The packages `variant` runs on whose installed version differs from the one its parity
+    check ran under (`recorded`, from serving.json); empty when they match or nothing was
+    recorded."""
+    installed = installed_versions(RUNTIME_PACKAGES.get(variant, ()))
+    return [
+        f"{name} {installed[name] or 'not installed'} (parity ran under {recorded[name]})"
+        for name in installed
+        if recorded.get(name) and installed[name] != recorded[name]
+    ]
+
+
+RUNTIME_CHECK_ENV = "TEXTOPS_RUNTIME_CHECK"
+
+
+def check_runtime(tag: str, variant: str, settings: dict) -> None:
+    """Warn, or refuse with TEXTOPS_RUNTIME_CHECK=refuse, when the packages this variant runs
+    on are not the versions its parity check ran under: the metrics the gate recorded would
+    not be the metrics of what serves."""
+    mode = os.environ.get(RUNTIME_CHECK_ENV, "warn").strip().lower() or "warn"
+    if mode not in {"warn", "refuse"}:
+        raise ValueError(f"{RUNTIME_CHECK_ENV} must be warn or refuse, got {mode!r}")
+    problems = runtime_mismatches(settings.get("runtime", {}), variant)
+    if not problems:
+        return
+    message = (
+        f"{tag} ({variant}) runs under other versions than its parity check: "
+        f"{'; '.join(problems)}. Its approval's numbers may not hold here; build the image "
+        f"from the bento (it installs requirements/bento-*.lock) or refresh the locks and "
+        f"approve again"
+    )
+    if mode == "refuse":
+        raise RuntimeError(message + f" ({RUNTIME_CHECK_ENV}=refuse)")
+    logger.warning(message)
