@@ -97,3 +97,26 @@ def test_every_pin_carries_hashes():
         for entry in entries:
             if "==" in entry.split("\n", 1)[0]:
                 assert "--hash=sha256:" in entry, (path.name, entry.split("\n", 1)[0])
+
+
+def test_install_says_where_torch_cpu_build_comes_from_when_pip_finds_none(tmp_path):
+    import os
+    import shutil
+
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in ("requirements", "scripts"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,  # none of this machine's indexes or wheel folders
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": "",
+        "PIP_EXTRA_INDEX_URL": "",
+    }
+    result = subprocess.run(
+        ["bash", "scripts/install.sh"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in result.stderr
+    assert not (tmp_path / ".venv" / "bin" / "uv").exists()

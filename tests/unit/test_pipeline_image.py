@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_lock import locked
+
 ROOT = Path(__file__).resolve().parents[2]
+# the code location with the Kubernetes executor, and the versions of what runs the steps
+IN_THE_IMAGE = (
+    "import importlib.metadata as m, json, orchestration.definitions, dagster_postgres; "
+    "print(json.dumps({d: m.version(d) for d in ('dagster', 'dagster-k8s', "
+    "'dagster-postgres', 'torch', 'transformers', 'onnxruntime', 'bentoml')}))"
+)
 
 
 def test_dockerfile_passes_hadolint_at_error_threshold():
@@ -45,3 +54,15 @@ def test_pipeline_image_builds_and_its_code_server_answers():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "code server healthy" in result.stdout
+    # the deployment's parts are in the image, at their locked versions, and load
+    check = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", "runc", "--network", "host",
+         "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+         "-e", "TEXTOPS_EXECUTOR=k8s", "--entrypoint", "python3", "textops-pipeline:test",
+         "-c", IN_THE_IMAGE],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr[-3000:]
+    installed = json.loads(check.stdout.strip().splitlines()[-1])
+    lock = locked("pipeline-image.lock")
+    assert installed == {name: lock[name] for name in installed}
