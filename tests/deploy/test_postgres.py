@@ -31,8 +31,9 @@ def test_the_instance_is_stored_in_postgres(postgres_instance):
 
 
 def test_overlapping_runs_keep_their_own_lineage_on_postgres(
-    store, postgres_instance, tmp_path, monkeypatch
+    store, postgres_instance, tmp_path, monkeypatch, model_store_at
 ):
+    model_store_at(tmp_path / "bentoml")  # its approval must not become other tests' champion
     source = write_tweeteval(tmp_path / "data", sizes=(120, 40, 40))
     test_lineage.test_a_run_scores_and_approves_its_model_on_its_own_splits_while_another_run_moves_them(
         store, postgres_instance, source, monkeypatch

@@ -135,7 +135,10 @@ def test_drifted_traffic_closes_the_loop_with_nobody_launching_anything(daemon_e
 
     # monitoring ran by itself, and its report is what the retrain answered
     monitoring = instance.get_runs(filters=dg.RunsFilter(tags={"textops/trigger": "monitoring"}))
-    assert monitoring and all(r.status == dg.DagsterRunStatus.SUCCESS for r in monitoring)
+    # one a minute: the last may have been cut short when the daemon stopped, none failed
+    statuses = [r.status for r in monitoring]
+    assert dg.DagsterRunStatus.SUCCESS in statuses
+    assert dg.DagsterRunStatus.FAILURE not in statuses
     reports = instance.fetch_materializations(dg.AssetKey("drift_report"), limit=10).records
     drifted = [r for r in reports if r.asset_materialization.metadata["drifted"].value]
     assert drifted and {r.run_id for r in drifted} <= {r.run_id for r in monitoring}

@@ -3,6 +3,7 @@
 import importlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -55,8 +56,14 @@ def test_predictions_are_logged_for_drift_monitoring(client):
 
     marker = "@user tweet 977: such a kind day, sunny too"
     assert client.post("/classify", json={"texts": [marker]}).status_code == 200
-    frame, torn = read_serving_log(Path(os.environ["TEXTOPS_SERVING_LOG"]))
-    logged = frame.filter(frame["text"] == marker)
+    # written by the log's own thread, after the answer
+    deadline = time.monotonic() + 30
+    while True:
+        frame, torn = read_serving_log(Path(os.environ["TEXTOPS_SERVING_LOG"]))
+        logged = frame.filter(frame["text"] == marker)
+        if logged.height or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert logged.height == 1 and torn == 0
     assert logged["label"][0] == "positive" and logged["latency_ms"][0] > 0
     assert logged["model_tag"][0] == client.post("/model", json={}).json()["tag"]
