@@ -1,5 +1,6 @@
 """Shared fixtures: offline settings, small real-format data, a store in tmp_path."""
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -150,30 +151,34 @@ def materialize_selected(
     )
 
 
-@pytest.fixture
-def model_store_at():
-    """Point this process's BentoML model store at another folder (`use(home)`), for a test
-    that must not touch the session's store; restored afterwards. Subprocesses get the same
-    folder through BENTOML_HOME."""
+@contextlib.contextmanager
+def model_store(home: Path):
+    """This process's BentoML model store at `home` for the block (subprocesses get the same
+    folder through BENTOML_HOME)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models.model import ModelStore
 
-    providers = [
-        BentoMLContainer.bentoml_home,
-        BentoMLContainer.model_store_dir,
-        BentoMLContainer.model_store,
-    ]
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.model_store_dir.set(str(home / "models"))
+    BentoMLContainer.model_store.set(ModelStore(home / "models"))
+    try:
+        yield home
+    finally:
+        for provider in (
+            BentoMLContainer.bentoml_home,
+            BentoMLContainer.model_store_dir,
+            BentoMLContainer.model_store,
+        ):
+            provider.reset()
 
-    def use(home: Path) -> Path:
-        (home / "models").mkdir(parents=True, exist_ok=True)
-        BentoMLContainer.bentoml_home.set(str(home))
-        BentoMLContainer.model_store_dir.set(str(home / "models"))
-        BentoMLContainer.model_store.set(ModelStore(home / "models"))
-        return home
 
-    yield use
-    for provider in providers:
-        provider.reset()
+@pytest.fixture
+def model_store_at():
+    """Point this process's BentoML model store at another folder (`use(home)`), for a test
+    that must not touch the session's store; restored afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda home: stack.enter_context(model_store(home))
 
 
 def copy_registered(tag: str, home: Path) -> Path:

@@ -16,7 +16,9 @@ from assets.interfaces.manifests import (
     as_output,
 )
 from assets.interfaces.store import ArtifactStore
+from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
 from assets.metadata import class_shares, numeric_metadata
+from assets.tracking import splits_files
 from assets.versioning import combined_hash, frame_hash, source_version
 
 # A text found in two splits stays in the later one: test is never touched, so it stays the
@@ -120,6 +122,7 @@ def text_splits(
     context: dg.AssetExecutionContext,
     config: TextSplitsConfig,
     store: ArtifactStore,
+    tracker: ExperimentTracker,
     raw_texts: RawTextsManifest,
 ) -> dg.Output[TextSplitsManifest]:
     raw = store.read_parquet(raw_texts.path)
@@ -141,6 +144,15 @@ def text_splits(
     )
     sizes = {name: frame.height for name, frame in result.splits.items()}
     context.log.info(f"splits {sizes}; dropped {result.drops}")
+    tracked = tracker.log_dataset(
+        TrackingContext(
+            context.run_id,
+            "text_splits",
+            context.assets_def.code_versions_by_key[context.asset_key],
+            data_version=version,
+        ),
+        splits_files(store, manifest, sizes),
+    )
     numbers: dict[str, float | int] = {"dagster/row_count": sum(sizes.values())}
     numbers |= {f"{name}_rows": size for name, size in sizes.items()}
     numbers |= {f"dropped_{reason}": count for reason, count in sorted(result.drops.items())}
@@ -153,4 +165,4 @@ def text_splits(
     )
     metadata["raw_texts_version"] = dg.MetadataValue.text(raw_texts.version)
     metadata["path"] = dg.MetadataValue.path(store.uri(f"text_splits/{version}"))
-    return as_output(manifest, metadata)
+    return as_output(manifest, metadata | location_metadata(tracked))

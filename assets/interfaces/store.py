@@ -28,6 +28,12 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     def uri(self, key: str) -> str:
         """A URI a person can paste (a path or gs:// URL)."""
 
+    def reference_uri(self, key: str) -> str:
+        """A URI other tools can point at (file:// or gs://): how tracked artifacts reference
+        the store's files instead of copying them."""
+        uri = self.uri(key)
+        return uri if "://" in uri else Path(uri).as_uri()
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 

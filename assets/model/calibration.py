@@ -44,6 +44,27 @@ def calibration_summary(logits: np.ndarray, labels: np.ndarray, temperature: flo
     }
 
 
+def reliability_bins(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> list[dict[str, float]]:
+    """Per non-empty equal-width confidence bin: its range, texts, mean confidence, accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        {
+            "low": float(edges[b]),
+            "high": float(edges[b + 1]),
+            "texts": int((which == b).sum()),
+            "confidence": float(confidence[which == b].mean()),
+            "accuracy": float(correct[which == b].mean()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
 def reliability_diagram(curves: dict[str, np.ndarray], labels: np.ndarray, bins: int = 15) -> bytes:
     """Accuracy against confidence per equal-width confidence bin, one line per set of
     probabilities (e.g. before and after temperature scaling), with the share of texts per bin."""
@@ -54,15 +75,12 @@ def reliability_diagram(curves: dict[str, np.ndarray], labels: np.ndarray, bins:
     edges = np.linspace(0, 1, bins + 1)
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     for name, probabilities in curves.items():
-        confidence = probabilities.max(axis=1)
-        correct = probabilities.argmax(axis=1) == labels
-        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-        filled = [b for b in range(bins) if (which == b).any()]
-        mean_confidence = [confidence[which == b].mean() for b in filled]
-        accuracy = [correct[which == b].mean() for b in filled]
+        filled = reliability_bins(probabilities, labels, bins)
+        mean_confidence = [b["confidence"] for b in filled]
+        accuracy = [b["accuracy"] for b in filled]
         ece = metrics.expected_calibration_error(probabilities, labels, bins)
         top.plot(mean_confidence, accuracy, "o-", label=f"{name} (ECE {ece:.3f})")
-        bottom.hist(confidence, bins=edges, alpha=0.5, label=name)
+        bottom.hist(probabilities.max(axis=1), bins=edges, alpha=0.5, label=name)
     top.set(ylabel="accuracy", title="reliability (test)", xlim=(0, 1), ylim=(0, 1))
     top.legend(fontsize=8)
     bottom.set(xlabel="confidence", ylabel="texts")

@@ -1,8 +1,6 @@
 """`evaluation_report`: the fine-tuned model on the test split, with intervals and a baseline."""
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,14 +17,20 @@ from assets.interfaces.manifests import (
     require_trained_on,
 )
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import ExperimentTracker
+from assets.interfaces.tracker import (
+    Evaluation,
+    ExperimentTracker,
+    TrackingContext,
+    location_metadata,
+)
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
 from assets.model.baseline import tfidf_logistic_regression
-from assets.model.calibration import reliability_diagram
+from assets.model.calibration import reliability_bins, reliability_diagram
 from assets.model.plots import confusion_matrix
 from assets.model.predict import load_classifier, predict
 from assets.plots import markdown_image
+from assets.tracking import model_files
 from assets.versioning import source_version
 
 
@@ -36,6 +40,9 @@ class EvaluationConfig(dg.Config):
     bootstrap_seed: int = Field(0, description="Seed of the bootstrap")
     batch_size: int = Field(64, ge=1, description="Inference batch size")
     latency_samples: int = Field(64, ge=1, description="Texts timed one at a time for latency")
+    tracked_predictions: int = Field(
+        200, ge=0, description="Test predictions sampled into the tracker's predictions table"
+    )
 
 
 def score_predictions(
@@ -177,10 +184,23 @@ def evaluation_report(
     store.write_bytes(f"{prefix}/confusion_matrix.png", matrix_png)
     store.write_bytes(f"{prefix}/reliability.png", reliability_png)
     store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
-    with tempfile.TemporaryDirectory() as scratch:
-        image = Path(scratch) / "confusion_matrix.png"
-        image.write_bytes(matrix_png)
-        tracker.log_report(f"evaluation_report-{version}", _flat(report), {"confusion": image})
+    tracked = tracker.log_evaluation(
+        TrackingContext(
+            context.run_id,
+            "evaluation_report",
+            context.assets_def.code_versions_by_key[context.asset_key],
+            text_splits.version,
+            fine_tuned_model.version,
+        ),
+        model_files(store, fine_tuned_model.path, {"model_version": fine_tuned_model.version}),
+        tracked_evaluation(
+            report,
+            predictions_frame,
+            raw,
+            {"confusion_matrix_plot": matrix_png, "reliability_diagram": reliability_png},
+            config.tracked_predictions,
+        ),
+    )
 
     manifest = ReportManifest(
         version=version,
@@ -222,7 +242,49 @@ def evaluation_report(
             "fine_tuned_model_version": dg.MetadataValue.text(fine_tuned_model.version),
             "text_splits_version": dg.MetadataValue.text(text_splits.version),
             "path": dg.MetadataValue.path(store.uri(prefix)),
+            **location_metadata(tracked),
         },
+    )
+
+
+def tracked_evaluation(
+    report: dict[str, Any],
+    predictions: pl.DataFrame,
+    raw_probabilities: np.ndarray,
+    images: dict[str, bytes],
+    sample: int,
+) -> Evaluation:
+    """The report as the tracker shows it: headline numbers, the confusion matrix, the
+    per-class table, a seeded sample of test predictions, calibration per confidence bin."""
+    names = report["label_names"]
+    y_true = predictions["label"].to_numpy()
+    calibrated = np.array(predictions["probabilities"].to_list())
+    picked = predictions.sample(n=min(sample, predictions.height), seed=0)
+    before = reliability_bins(raw_probabilities, y_true)
+    after = reliability_bins(calibrated, y_true)
+    return Evaluation(
+        metrics=_flat(report)
+        | {
+            "calibration/ece_before": report["calibration"]["ece_before"],
+            "calibration/ece_after": report["calibration"]["ece_after"],
+            "calibration/temperature": report["calibration"]["temperature"],
+        },
+        label_names=names,
+        y_true=y_true.tolist(),
+        y_pred=predictions["predicted"].to_list(),
+        per_class=[{"class": name, **row} for name, row in report["model"]["per_class"].items()],
+        predictions=[
+            {
+                "text": row["text"],
+                "label": names[row["label"]],
+                "predicted": names[row["predicted"]],
+                "probability": float(row["probabilities"][row["predicted"]]),
+            }
+            for row in picked.iter_rows(named=True)
+        ],
+        calibration=[{"scaling": "before", **b} for b in before]
+        + [{"scaling": "after", **b} for b in after],
+        images=images,
     )
 
 

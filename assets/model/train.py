@@ -8,13 +8,14 @@ import dagster as dg
 
 from assets.interfaces.manifests import MANIFEST_IO, ModelManifest, TextSplitsManifest, as_output
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import ExperimentTracker
+from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
 from assets.metadata import numeric_metadata
 from assets.model.calibration import calibration_summary, fit_temperature
 from assets.model.plots import training_curves
 from assets.model.predict import load_classifier, predict
 from assets.model.training.config import FineTuneConfig
 from assets.plots import markdown_image
+from assets.tracking import model_files, splits_files
 from assets.versioning import combined_hash, source_version
 from bento.inference import CALIBRATION_FILE
 
@@ -69,27 +70,28 @@ def fine_tuned_model(
         for name, path in text_splits.paths.items()
     }
     code_version = context.assets_def.code_versions_by_key[context.asset_key]
-    run_name = f"fine_tuned_model-{version}-{context.run_id[:8]}"
-    logger = tracker.lightning_logger(
-        run_name, {**config.model_dump(), "data_version": text_splits.version}
-    )
     model_dir = f"fine_tuned_model/{version}"
+    tracking = TrackingContext(
+        context.run_id, "fine_tuned_model", code_version, text_splits.version, version
+    )
     from assets.model.training.fit import fine_tune  # lightning and torch: only when training
 
-    with tempfile.TemporaryDirectory(prefix="textops-model-") as scratch:
+    with (
+        tracker.training(
+            tracking, config.model_dump(), splits_files(store, text_splits)
+        ) as tracked,
+        tempfile.TemporaryDirectory(prefix="textops-model-") as scratch,
+    ):
         export = Path(scratch) / "model"
-        try:
-            outcome = fine_tune(
-                config,
-                split_paths,
-                text_splits.label_names,
-                store.working_dir(checkpoint_key),
-                export,
-                context.log.info,
-                logger=logger,
-            )
-        finally:
-            tracker.finish()
+        outcome = fine_tune(
+            config,
+            split_paths,
+            text_splits.label_names,
+            store.working_dir(checkpoint_key),
+            export,
+            context.log.info,
+            logger=tracked.logger,
+        )
         curves = training_curves(outcome.history)
         (export / "training_curves.png").write_bytes(curves)
         calibration = calibrate(export, split_paths["validation"], config.max_length, context)
@@ -108,6 +110,23 @@ def fine_tuned_model(
         }
         (export / "training.json").write_text(json.dumps(training, indent=2))
         store.upload_dir(model_dir, export)
+        tracked.log_model(
+            model_files(
+                store,
+                model_dir,
+                {
+                    "model_version": version,
+                    "text_splits_version": text_splits.version,
+                    "base_model": config.base_model,
+                    "label_names": text_splits.label_names,
+                    "max_length": config.max_length,
+                    "best_val_macro_f1": outcome.best_val_macro_f1,
+                    "temperature": calibration["temperature"],
+                    "code_version": code_version,
+                    "dagster_run_id": context.run_id,
+                },
+            )
+        )
     store.delete(checkpoint_key)
     manifest = ModelManifest(
         version=version,
@@ -144,5 +163,6 @@ def fine_tuned_model(
             "config": dg.MetadataValue.json(config.model_dump()),
             "curves": dg.MetadataValue.md(markdown_image(curves, "training curves")),
             "path": dg.MetadataValue.path(store.uri(model_dir)),
+            **location_metadata(tracked.location),
         },
     )

@@ -32,6 +32,8 @@ from assets.interfaces.manifests import (
 )
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
+from assets.interfaces.tracker import Decision as TrackedDecision
+from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
 from assets.progress import Log
@@ -45,6 +47,7 @@ from assets.serving.champion import (
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.rollback import roll_back
 from assets.serving.variants import serving_metadata
+from assets.tracking import model_files
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
@@ -271,6 +274,7 @@ def approved_model(
     config: ApprovalConfig,
     store: ArtifactStore,
     registry: ModelRegistry,
+    tracker: ExperimentTracker,
     fine_tuned_model: ModelManifest,
     evaluation_report: ReportManifest,
     text_splits: TextSplitsManifest,
@@ -284,6 +288,7 @@ def approved_model(
             config.rollback_by,
             store,
             registry,
+            tracker,
         )
     if config.force and not config.force_reason.strip():
         raise ValueError("force=True needs force_reason: say why the gate is overridden")
@@ -368,6 +373,23 @@ def approved_model(
     manifest = DecisionManifest.save(
         store, version, record, decision.approved, record["served_tag"], served_labels
     )
+    judged_model = model_files(store, model.path, {"model_version": model.version})
+    tracked = tracker.log_decision(
+        TrackingContext(
+            context.run_id,
+            "approved_model",
+            context.assets_def.code_versions_by_key[context.asset_key],
+            text_splits.version,
+            model.version,
+        ),
+        TrackedDecision(
+            decision.approved,
+            decision.summary,
+            record,
+            model=judged_model,
+            champion=judged_model if decision.approved else None,
+        ),
+    )
     reference, paired = judged.reference, judged.paired
     return as_output(
         manifest,
@@ -391,5 +413,6 @@ def approved_model(
                 }
             ),
             "lineage": dg.MetadataValue.json(lineage),
+            **location_metadata(tracked),
         },
     )

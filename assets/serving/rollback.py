@@ -14,6 +14,13 @@ from assets.interfaces.errors import MissingArtifactError
 from assets.interfaces.manifests import DecisionManifest, as_output
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
+from assets.interfaces.tracker import (
+    Decision,
+    ExperimentTracker,
+    TrackingContext,
+    location_metadata,
+)
+from assets.tracking import stored_model_files
 
 
 def _withdraw_or_confirm(
@@ -53,6 +60,7 @@ def roll_back(
     by: str,
     store: ArtifactStore,
     registry: ModelRegistry,
+    tracker: ExperimentTracker,
 ) -> dg.Output[DecisionManifest]:
     if not reason.strip():
         raise ValueError("a rollback needs rollback_reason: say why the served model goes")
@@ -91,6 +99,22 @@ def roll_back(
     }
     version = f"rollback-{context.run_id[:8]}"
     manifest = DecisionManifest.save(store, version, record, False, served.tag, served.labels)
+    tracked = tracker.log_decision(
+        TrackingContext(
+            context.run_id,
+            "approved_model",
+            context.assets_def.code_versions_by_key[context.asset_key],
+            served.labels.get("data_version"),
+        ),
+        Decision(
+            False,
+            summary,
+            record,
+            model=None,
+            champion=tracked_model(store, served) if changed else None,
+            withdrawn=tracked_model(store, withdrawn) if changed else None,
+        ),
+    )
     return as_output(
         manifest,
         {
@@ -101,5 +125,12 @@ def roll_back(
             "decision": dg.MetadataValue.md(f"**{summary}**"),
             "served_tag": dg.MetadataValue.text(served.tag),
             "withdrawn_tag": dg.MetadataValue.text(withdrawn.tag),
+            **location_metadata(tracked),
         },
     )
+
+
+def tracked_model(store: ArtifactStore, model: RegisteredModel):
+    """A registered model's files in the artifact store, when its labels name its version."""
+    version = model.labels.get("model_version")
+    return stored_model_files(store, version, {"tag": model.tag}) if version else None

@@ -40,6 +40,7 @@ def test_overlapping_runs_keep_their_own_lineage_on_postgres(
     )
 
 
+@pytest.mark.slow  # the whole graph from the command line; .ci/run runs the slow tests
 def test_the_pipeline_job_runs_on_a_postgres_instance(postgres_url, tmp_path):
     home = postgres_dagster_home(tmp_path / "dagster_home", postgres_url)
     config = tmp_path / "run.yaml"

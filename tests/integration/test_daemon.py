@@ -99,6 +99,7 @@ def latest(instance: dg.DagsterInstance, asset: str):
     return instance.get_latest_materialization_event(dg.AssetKey(asset))
 
 
+@pytest.mark.slow  # minutes of a real daemon; .ci/run runs the slow tests
 def test_drifted_traffic_closes_the_loop_with_nobody_launching_anything(daemon_env, tmp_path):
     log_dir = tmp_path / "serving_log"
     env = {
