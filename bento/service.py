@@ -19,6 +19,7 @@ Settings (environment, read at start):
   TEXTOPS_THREADS          inference threads per process (0: the physical cores shared out)
   TEXTOPS_MICRO_BATCH      texts per length-sorted micro-batch
   TEXTOPS_MAX_BATCH_SIZE   most texts run together
+  TEXTOPS_BATCHING         greedy (the service's batcher) or bentoml (BentoML's adaptive one)
   TEXTOPS_MAX_QUEUE        most texts waiting before requests are refused with 429
   TEXTOPS_MAX_BODY_BYTES   largest request body (larger: 413)
   TEXTOPS_SERVING_LOG      the prediction log's folder (`off` disables it)
@@ -33,6 +34,7 @@ Settings (environment, read at start):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -88,6 +90,29 @@ WORKERS = env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
 
 def _threads() -> int:
     return env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
+
+
+# Which batcher runs concurrent requests together: `greedy`, the service's own (a lone request
+# runs at once, what arrives meanwhile runs next; refuses with 429 past its queue), or `bentoml`,
+# BentoML's adaptive batching (it waits up to an adaptive window to fill a batch).
+# benchmarks/serving.py measures both on the same model and load; the default is the faster.
+BATCHING = os.environ.get("TEXTOPS_BATCHING", "greedy").strip().lower()
+if BATCHING not in {"greedy", "bentoml"}:
+    raise ValueError(f"TEXTOPS_BATCHING must be greedy or bentoml, got {BATCHING!r}")
+MAX_BATCH = env_int("TEXTOPS_MAX_BATCH_SIZE", 64)
+
+
+def classify_api(method):
+    """The `classify` endpoint, batched by BentoML when TEXTOPS_BATCHING=bentoml (its texts
+    lists concatenated across requests, up to MAX_BATCH texts, then split back)."""
+    if BATCHING == "bentoml":
+        return bentoml.api(
+            batchable=True,
+            batch_dim=0,
+            max_batch_size=MAX_BATCH,
+            max_latency_ms=env_int("TEXTOPS_MAX_LATENCY_MS", 10_000),
+        )(method)
+    return bentoml.api(method)
 
 
 _METRICS: dict[str, Any] = {}
@@ -186,10 +211,10 @@ class TextClassifier:
         self._log_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
         self._log_slots = threading.BoundedSemaphore(LOG_BACKLOG)
         self.batcher = GreedyBatcher(
-            self._run,
-            max_batch=env_int("TEXTOPS_MAX_BATCH_SIZE", 64),
-            max_queue=env_int("TEXTOPS_MAX_QUEUE", 512),
+            self._run, max_batch=MAX_BATCH, max_queue=env_int("TEXTOPS_MAX_QUEUE", 512)
         )
+        # BentoML's batches run here, one at a time (the model uses the cores itself)
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def _run(self, texts: list[str]) -> np.ndarray:
         """One batch, on the inference thread."""
@@ -224,14 +249,18 @@ class TextClassifier:
         finally:
             self._log_slots.release()
 
-    @bentoml.api
+    @classify_api
     async def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given."""
         started = time.perf_counter()
-        try:
-            probabilities = await self.batcher.submit(texts)
-        except Overloaded as error:
-            raise TooManyRequests(str(error)) from None
+        if BATCHING == "bentoml":
+            loop = asyncio.get_running_loop()
+            probabilities = await loop.run_in_executor(self._inference, self._run, list(texts))
+        else:
+            try:
+                probabilities = await self.batcher.submit(texts)
+            except Overloaded as error:
+                raise TooManyRequests(str(error)) from None
         self._log(texts, probabilities, (time.perf_counter() - started) * 1000)
         results = []
         for row in probabilities:

@@ -240,6 +240,27 @@ def postgres_dagster_home(home: Path, url: str) -> Path:
 
 
 @pytest.fixture
+def copied_model_store(approved_graph, tmp_path, model_store_at):
+    """A model store of the test's own (this process, and BENTOML_HOME for subprocesses it
+    starts with it) holding copies, same tags, of the session's champion and of the model the
+    session's Dagster instance recorded as served: gates run against it see what they would see
+    in the session's store, and approve nothing into it."""
+    import dagster as dg
+
+    from bento.registry import approved_models
+
+    home = tmp_path / "bentoml"
+    (home / "models").mkdir(parents=True)
+    event = approved_graph["instance"].get_latest_materialization_event(
+        dg.AssetKey("approved_model")
+    )
+    recorded = event.asset_materialization.metadata["served_tag"].value
+    for tag in {recorded, str(approved_models()[0].tag)}:
+        copy_registered(tag, home)
+    return model_store_at(home)
+
+
+@pytest.fixture
 def instance():
     """A Dagster instance of one test: materializations of several runs in one event log."""
     import dagster as dg

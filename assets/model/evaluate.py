@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assets.interfaces.manifests import (
     MANIFEST_IO,
@@ -35,7 +35,11 @@ from assets.versioning import source_version
 
 
 class EvaluationConfig(dg.Config):
-    metric: str = Field("macro_f1", description="Official metric: macro_f1 or macro_recall")
+    metric: str = Field(
+        "macro_f1",
+        description="The task's official metric: macro_f1, macro_recall, f1:<class> (the F1 of "
+        "one class, e.g. f1:irony) or mean_f1:<class>,<class> (e.g. mean_f1:against,favor)",
+    )
     bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for the CI")
     bootstrap_seed: int = Field(0, description="Seed of the bootstrap")
     batch_size: int = Field(64, ge=1, description="Inference batch size")
@@ -45,20 +49,27 @@ class EvaluationConfig(dg.Config):
     )
 
 
+    @field_validator("metric")
+    @classmethod
+    def _known_syntax(cls, value: str) -> str:
+        return metrics.check_metric_syntax(value)
+
+
 def score_predictions(
     y_true: np.ndarray, probabilities: np.ndarray, label_names: list[str], config: EvaluationConfig
 ) -> dict[str, Any]:
     """Every number of the report that depends only on labels and probabilities."""
     k = len(label_names)
+    metric = metrics.parse_metric(config.metric, label_names)
     y_pred = probabilities.argmax(axis=1)
     counts = metrics.confusion(y_true, y_pred, k)
     classes = metrics.per_class(counts)
     low, high = metrics.bootstrap_interval(
-        config.metric, y_true, y_pred, k, config.bootstrap_resamples, config.bootstrap_seed
+        metric, y_true, y_pred, k, config.bootstrap_resamples, config.bootstrap_seed
     )
     return {
         "metric": config.metric,
-        "value": metrics.score(config.metric, y_true, y_pred, k),
+        "value": metrics.score(metric, y_true, y_pred, k),
         "ci95": [low, high],
         "accuracy": float((y_true == y_pred).mean()),
         "ece": metrics.expected_calibration_error(probabilities, y_true),
@@ -71,7 +82,7 @@ def score_predictions(
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    name = report["metric"].replace("_", " ")
+    name = metrics.metric_label(report["metric"])
     model, base = report["model"], report["baseline"]
     rows = [
         [
@@ -120,6 +131,7 @@ def evaluation_report(
 ) -> dg.Output[ReportManifest]:
     require_trained_on(fine_tuned_model, text_splits, "evaluation_report")
     label_names = fine_tuned_model.label_names
+    metrics.parse_metric(config.metric, label_names)  # a metric naming other classes stops here
     train = store.read_parquet(text_splits.paths["train"])
     test = store.read_parquet(text_splits.paths["test"])
     texts, y_true = test["text"].to_list(), test["label"].to_numpy()
@@ -234,6 +246,8 @@ def evaluation_report(
                     "test_rows": len(texts),
                 }
             ),
+            # the official metric by name, beside its value (the key above is the name too)
+            "metric": dg.MetadataValue.text(config.metric),
             "report": dg.MetadataValue.md(markdown),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
             "reliability_diagram": dg.MetadataValue.md(

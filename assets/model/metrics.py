@@ -2,11 +2,78 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 METRICS = ("macro_f1", "macro_recall")
+# what a user types: macro_f1, macro_recall, f1:<class> (one class's F1, e.g. TweetEval irony),
+# mean_f1:<class>,<class> (the mean F1 of named classes, e.g. TweetEval stance)
+METRIC_SYNTAX = re.compile(r"^(macro_f1|macro_recall|f1:[^,\s][^,]*|mean_f1:[^,]+(,[^,]+)+)$")
+METRIC_HELP = (
+    "macro_f1, macro_recall, f1:<class> (the F1 of one class) or mean_f1:<class>,<class>,... "
+    "(the mean F1 of named classes)"
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An official metric resolved against a task's classes."""
+
+    name: str  # as typed
+    kind: str  # macro_f1, macro_recall, f1, mean_f1
+    classes: tuple[int, ...] = ()
+
+    def from_counts(self, counts: np.ndarray) -> np.ndarray:
+        scores = per_class(counts)
+        if self.kind == "macro_f1":
+            return scores["f1"].mean(axis=-1)
+        if self.kind == "macro_recall":
+            return scores["recall"].mean(axis=-1)
+        return scores["f1"][..., list(self.classes)].mean(axis=-1)
+
+
+def check_metric_syntax(name: str) -> str:
+    """`name` if it is a metric a task can resolve, else a ValueError saying what to type."""
+    if not METRIC_SYNTAX.match(name.strip()):
+        raise ValueError(f"metric {name!r} is not one of {METRIC_HELP}")
+    return name.strip()
+
+
+def parse_metric(name: str | Metric, label_names: list[str] | None = None) -> Metric:
+    """The metric `name` on a task with classes `label_names` (needed for f1:/mean_f1:)."""
+    if isinstance(name, Metric):
+        return name
+    name = check_metric_syntax(name)
+    if name in METRICS:
+        return Metric(name, name)
+    kind, _, listed = name.partition(":")
+    wanted = [part.strip() for part in listed.split(",")]
+    if label_names is None:
+        raise ValueError(f"metric {name!r} names classes: it needs the task's label names")
+    unknown = [c for c in wanted if c not in label_names]
+    if unknown:
+        raise ValueError(
+            f"metric {name!r}: {', '.join(repr(c) for c in unknown)} is not a class of this task "
+            f"(classes: {', '.join(label_names)})"
+        )
+    return Metric(name, kind, tuple(label_names.index(c) for c in wanted))
+
+
+def metric_label(name: str) -> str:
+    """How a metric reads in a sentence: macro F1, macro recall, F1 of irony, mean F1 of ..."""
+    if name == "macro_f1":
+        return "macro F1"
+    if name == "macro_recall":
+        return "macro recall"
+    kind, _, classes = name.partition(":")
+    if kind == "f1":
+        return f"F1 of {classes}"
+    if kind == "mean_f1":
+        return f"mean F1 of {classes.replace(',', ', ')}"
+    return name.replace("_", " ")
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
@@ -29,20 +96,16 @@ def per_class(counts: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def metric_from_counts(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    if name == "macro_f1":
-        return lambda counts: per_class(counts)["f1"].mean(axis=-1)
-    if name == "macro_recall":
-        return lambda counts: per_class(counts)["recall"].mean(axis=-1)
-    raise ValueError(f"unknown metric {name!r}; use one of {', '.join(METRICS)}")
+def metric_from_counts(name: str | Metric) -> Callable[[np.ndarray], np.ndarray]:
+    return parse_metric(name).from_counts
 
 
-def score(name: str, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
+def score(name: str | Metric, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
     return float(metric_from_counts(name)(confusion(y_true, y_pred, num_labels)))
 
 
 def _resampled(
-    name: str, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int, index: np.ndarray
+    name: str | Metric, y_true: np.ndarray, y_pred: np.ndarray, num_labels: int, index: np.ndarray
 ) -> np.ndarray:
     """The metric on each row of `index` (resampled example positions), vectorized."""
     resamples = index.shape[0]
@@ -53,7 +116,7 @@ def _resampled(
 
 
 def bootstrap_interval(
-    name: str,
+    name: str | Metric,
     y_true: np.ndarray,
     y_pred: np.ndarray,
     num_labels: int,
@@ -80,7 +143,7 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 
 
 def paired_bootstrap(
-    name: str,
+    name: str | Metric,
     y_true: np.ndarray,
     challenger: np.ndarray,
     champion: np.ndarray,

@@ -175,7 +175,7 @@ def judge(
             reference = champion_scores(theirs, y_true, splits, challenger.metric)
             paired = PairedDelta(
                 *metrics.paired_bootstrap(
-                    challenger.metric,
+                    metrics.parse_metric(challenger.metric, splits.label_names),
                     y_true,
                     predicted,
                     theirs,

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from assets.model.metrics import metric_label
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -72,7 +74,7 @@ def decide(
 ) -> Decision:
     """`incomparable`: the champion (this tag) classifies into other classes, so there is no
     comparison; only `force` approves then, judged on the floor and the baseline."""
-    name = challenger.metric.replace("_", " ").replace("macro f1", "macro F1")
+    name = metric_label(challenger.metric)
     comparisons: list[Comparison] = []
     if incomparable is not None:
         comparisons.append(Comparison(f"same classes as champion {incomparable}", 0.0, 1.0, False))

@@ -23,6 +23,8 @@ from assets.interfaces.manifests import (
 )
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
+from assets.model.metrics import metric_label, parse_metric
+from assets.serving.export import ParityRules
 from assets.serving.export import serving_variants as export_and_check
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
@@ -30,11 +32,20 @@ from bento.inference import SERVING_FILE
 
 class ServingVariantsConfig(dg.Config):
     parity_tolerance: float = Field(
-        0.005,
+        0.01,
         ge=0,
-        description="An ONNX variant is served only if its official metric on the test split "
-        "is within this of the PyTorch model's",
+        description="A variant is eligible when the lower 95 % bound of its paired difference "
+        "with the PyTorch model on the official metric (same test texts, same bootstrap "
+        "resamples) is at least -parity_tolerance; scoring higher never disqualifies it",
     )
+    min_agreement: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="...and it labels at least this share of the test texts as PyTorch does",
+    )
+    bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
+    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
     serving_variant: str = Field(
         "",
         description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
@@ -47,6 +58,11 @@ def variants_markdown(serving: dict[str, Any]) -> str:
         [
             f"**{name}**" if name == serving["variant"] else name,
             f"{score['value']:.4f}",
+            (
+                f"{score['delta']:+.4f} [{score['delta_low']:+.4f}, {score['delta_high']:+.4f}]"
+                if "delta" in score
+                else ""
+            ),
             f"{score['agreement']:.2%}",
             f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
             f"{score['texts_per_s']:.0f}",
@@ -56,17 +72,18 @@ def variants_markdown(serving: dict[str, Any]) -> str:
     ]
     header = [
         "variant",
-        serving["metric"].replace("_", " "),
+        metric_label(serving["metric"]),
+        "vs PyTorch [95 % CI]",
         "agreement",
         "alone = in batch",
         "texts/s",
-        "parity",
+        "eligible",
     ]
     return "\n".join(
         [
             f"serving **{serving['variant']}**: {serving['why']}",
             "",
-            *markdown_table(header, rows, align="lrrrrc"),
+            *markdown_table(header, rows, align="lrrrrrc"),
         ]
     )
 
@@ -115,9 +132,14 @@ def serving_variants(
             folder,
             test["text"].to_list(),
             test["label"].to_numpy(),
-            evaluation_report.metric,
+            parse_metric(evaluation_report.metric, model.label_names),
             model.max_length,
-            config.parity_tolerance,
+            ParityRules(
+                config.parity_tolerance,
+                config.min_agreement,
+                config.bootstrap_resamples,
+                config.bootstrap_seed,
+            ),
             context.log.info,
             config.serving_variant,
         )

@@ -22,7 +22,7 @@ from bento.registry import (
     serving_tag,
     store_lock,
 )
-from tests.conftest import copy_registered, free_port
+from tests.conftest import free_port
 from tests.integration.test_approval import approve, roll_back
 from tests.processes import ROOT, bentoml_serve, running
 
@@ -107,20 +107,8 @@ def plant_leftovers(home: Path, champion: Path) -> None:
 
 
 @pytest.fixture
-def own_store(approved_graph, tmp_path, model_store_at):
-    """A store of this test's own with copies (same tags) of the session's champion and of the
-    model the session's Dagster instance recorded as served."""
-    import dagster as dg
-
-    home = tmp_path / "bentoml"
-    (home / "models").mkdir(parents=True)
-    event = approved_graph["instance"].get_latest_materialization_event(
-        dg.AssetKey("approved_model")
-    )
-    recorded = event.asset_materialization.metadata["served_tag"].value
-    for tag in {recorded, str(approved_models()[0].tag)}:
-        copy_registered(tag, home)
-    model_store_at(home)
+def own_store(copied_model_store):
+    home = copied_model_store
     champion = str(approved_models()[0].tag)
     env = {**os.environ, "BENTOML_HOME": str(home), "TEXTOPS_SERVING_LOG": "off"}
     env.pop("TEXTOPS_MODEL_TAG", None)

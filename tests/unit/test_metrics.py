@@ -54,5 +54,31 @@ def test_expected_calibration_error_by_hand():
 
 
 def test_unknown_metric_is_named():
-    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+    with pytest.raises(ValueError, match="metric 'auc' is not one of macro_f1, macro_recall"):
         metrics.score("auc", Y_TRUE, Y_PRED, 3)
+
+
+def test_the_official_metric_of_one_class_or_of_named_classes():
+    names = ["none", "against", "favor"]
+    counts = metrics.confusion(Y_TRUE, Y_PRED, 3)
+    f1 = metrics.per_class(counts)["f1"]
+    assert metrics.score(metrics.parse_metric("f1:favor", names), Y_TRUE, Y_PRED, 3) == (
+        pytest.approx(f1[2])
+    )
+    stance = metrics.parse_metric("mean_f1:against,favor", names)
+    assert stance.classes == (1, 2)
+    assert metrics.score(stance, Y_TRUE, Y_PRED, 3) == pytest.approx((f1[1] + f1[2]) / 2)
+    low, high = metrics.bootstrap_interval(stance, Y_TRUE, Y_PRED, 3, resamples=200)
+    assert low <= metrics.score(stance, Y_TRUE, Y_PRED, 3) <= high
+    assert metrics.metric_label("mean_f1:against,favor") == "mean F1 of against, favor"
+    assert metrics.metric_label("f1:irony") == "F1 of irony"
+
+
+def test_a_metric_naming_other_classes_says_which_classes_there_are():
+    with pytest.raises(ValueError, match="'ironic' is not a class of this task") as error:
+        metrics.parse_metric("f1:ironic", ["non_irony", "irony"])
+    assert "(classes: non_irony, irony)" in str(error.value)
+    with pytest.raises(ValueError, match="is not one of macro_f1, macro_recall, f1:<class>"):
+        metrics.check_metric_syntax("mean_f1:favor")  # one class: that is f1:favor
+    with pytest.raises(ValueError, match="needs the task's label names"):
+        metrics.score("f1:irony", Y_TRUE, Y_PRED, 3)

@@ -3,24 +3,65 @@
 import numpy as np
 import pytest
 
-from assets.serving.export import VariantScore, choose, parity
+from assets.model.metrics import parse_metric
+from assets.serving.export import ParityRules, VariantScore, choose, parity
 
-Y = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1, 0])
-REFERENCE = np.eye(2)[Y]  # the PyTorch model labels every text right: macro F1 1.0
+# 2,000 test texts; the PyTorch reference is right on 70 % of them
+RNG = np.random.default_rng(3)
+Y = RNG.integers(0, 2, 2000)
+REFERENCE = np.where(RNG.random(2000) < 0.7, Y, 1 - Y)
+MACRO_F1 = parse_metric("macro_f1")
+RULES = ParityRules(tolerance=0.01, min_agreement=0.99)
 
 
 def probabilities(labels) -> np.ndarray:
     return np.eye(2)[np.array(labels)] * 0.8 + 0.1
 
 
-def test_a_variant_within_the_tolerance_passes_and_its_agreement_is_recorded():
-    same = parity("onnx-int8", Y, probabilities(Y), Y, "macro_f1", 1.0, 0.005, 300.0)
-    assert same.passed and same.agreement == 1.0 and same.value == 1.0
-    flipped = Y.copy()
-    flipped[0] = 1  # one text of ten labelled otherwise
-    drift = parity("onnx-int8", Y, probabilities(flipped), Y, "macro_f1", 1.0, 0.005, 300.0)
-    assert not drift.passed and drift.agreement == pytest.approx(0.9)
-    assert "beyond ±0.005" in drift.reason and drift.value < 0.95
+def changed(fix: int, break_: int) -> np.ndarray:
+    """The reference's labels with `fix` of its errors fixed and `break_` right ones broken."""
+    out = REFERENCE.copy()
+    wrong, right = np.flatnonzero(REFERENCE != Y), np.flatnonzero(REFERENCE == Y)
+    out[wrong[:fix]] = Y[wrong[:fix]]
+    out[right[:break_]] = 1 - Y[right[:break_]]
+    return out
+
+
+def check(labels, consistency=1.0):
+    return parity("onnx-int8", REFERENCE, probabilities(labels), Y, MACRO_F1, RULES, 300.0,
+                  consistency)  # fmt: skip
+
+
+def test_the_same_labels_pass_with_a_zero_difference():
+    same = check(REFERENCE)
+    assert same.passed and same.agreement == 1.0 and same.delta == 0.0
+    assert (same.delta_low, same.delta_high) == (0.0, 0.0)
+
+
+def test_a_variant_that_scores_higher_is_never_disqualified_for_it():
+    better = check(changed(fix=15, break_=0))  # 15 texts of 2,000 differ, all for the better
+    assert better.delta > 0 and better.delta_low > -0.01
+    assert better.passed and better.agreement == pytest.approx(0.9925)
+    assert "paired +0.0" in better.reason
+
+
+def test_a_variant_that_agrees_too_little_is_not_eligible_however_it_scores():
+    noisy = check(changed(fix=30, break_=30))  # 3 % of labels move, in both directions
+    assert noisy.agreement == pytest.approx(0.97)
+    assert not noisy.passed and "agreement 97.00% below 99%" in noisy.reason
+
+
+def test_a_variant_worse_beyond_the_tolerance_is_not_eligible():
+    worse = check(changed(fix=0, break_=19))
+    assert worse.agreement > 0.99 and worse.delta_low < -0.01
+    assert not worse.passed and "below -0.01" in worse.reason
+
+
+def test_a_text_answered_otherwise_alone_than_in_a_batch_disqualifies():
+    inconsistent = check(REFERENCE, consistency=0.995)
+    assert not inconsistent.passed and "99.50% of texts labelled alone as in a batch" in (
+        inconsistent.reason
+    )
 
 
 def score(name, per_s, passed=True):
