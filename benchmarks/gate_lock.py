@@ -12,7 +12,9 @@ compare.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="training steps per model")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="textops-gate-lock-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # a gigabyte of models
     # before bentoml is imported anywhere: a model store of this run's own
     os.environ["BENTOML_HOME"] = str(scratch / "bentoml")
     os.environ.setdefault("WANDB_MODE", "disabled")

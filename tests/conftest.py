@@ -1,7 +1,9 @@
 """Shared fixtures: offline settings, small real-format data, a store in tmp_path."""
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -13,10 +15,21 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def session_dir(prefix: str) -> str:
+    """A temporary folder for this test session, removed when the session's process ends (a model
+    store holds a gigabyte after the suite; CI's machine keeps its disk between runs)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 # One BentoML store per test session, set before bentoml is imported anywhere.
-os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="textops-bentoml-")
-os.environ.setdefault("TEXTOPS_SERVING_LOG", tempfile.mkdtemp(prefix="textops-serving-log-"))
-os.environ["TEXTOPS_LANDING"] = tempfile.mkdtemp(prefix="textops-landing-")
+os.environ["BENTOML_HOME"] = session_dir("textops-bentoml-")
+if "TEXTOPS_SERVING_LOG" not in os.environ:
+    os.environ["TEXTOPS_SERVING_LOG"] = session_dir("textops-serving-log-")
+os.environ["TEXTOPS_LANDING"] = session_dir("textops-landing-")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval"
 
@@ -193,6 +206,20 @@ def copy_registered(tag: str, home: Path) -> Path:
     target = home / "models" / name / version
     shutil.copytree(source, target)
     return target
+
+
+@pytest.fixture
+def podman_image():
+    """Names the image a test builds; removed afterwards with the untagged images a rebuild left,
+    so that repeated runs on one machine do not fill its disk (an image is 1.4-2.6 GB)."""
+    import subprocess
+
+    built: list[str] = []
+    yield built.append
+    for image in built:
+        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
+    if built:
+        subprocess.run(["podman", "image", "prune", "-f"], capture_output=True, check=False)
 
 
 @pytest.fixture

@@ -48,7 +48,6 @@ class EvaluationConfig(dg.Config):
         200, ge=0, description="Test predictions sampled into the tracker's predictions table"
     )
 
-
     @field_validator("metric")
     @classmethod
     def _known_syntax(cls, value: str) -> str:

@@ -29,7 +29,7 @@ def cpu_torch_wheel() -> str | None:
 
 
 @pytest.mark.slow
-def test_containerized_bento_answers_classify(approved_graph):
+def test_containerized_bento_answers_classify(approved_graph, podman_image):
     if os.geteuid() != 0:
         pytest.skip("buildah with chroot isolation and podman need root here")
     wheel = cpu_torch_wheel()
@@ -48,6 +48,7 @@ def test_containerized_bento_answers_classify(approved_graph):
         "PORT": "3997",
         "TEXTOPS_MODEL_TAG": "",
     }
+    podman_image("textops-test:latest")
     run = subprocess.run(
         ["bash", "scripts/containerize.sh", tag, "textops-test:latest"],
         cwd=ROOT,

@@ -42,9 +42,10 @@ def test_dockerfile_runs_the_code_location_as_a_non_root_user():
 
 
 @pytest.mark.slow
-def test_pipeline_image_builds_and_its_code_server_answers():
+def test_pipeline_image_builds_and_its_code_server_answers(podman_image):
     if os.geteuid() != 0:
         pytest.skip("buildah with chroot isolation and podman need root here")
+    podman_image("textops-pipeline:test")
     result = subprocess.run(
         ["bash", "scripts/build_pipeline_image.sh", "textops-pipeline:test"],
         cwd=ROOT,
