@@ -2,7 +2,9 @@
 app, side by side in one run, with the in-process ceiling of each variant.
 
 On TweetEval test tweets, one tweet per request, closed-loop clients (wrk) at each concurrency:
-  textops <variant>  `bentoml serve` of the approved model, TEXTOPS_VARIANT=<variant>
+  textops <variant> (<batching>)  `bentoml serve` of the approved model, TEXTOPS_VARIANT=<variant>,
+                     TEXTOPS_BATCHING=<batching>: `greedy` (the service's batcher) or `bentoml`
+                     (BentoML's adaptive batching), both on the first variant
   fastapi            benchmarks/fastapi_baseline.py under uvicorn: one PyTorch forward per
                      request, the seeds' way
   ceiling <variant>  the model in-process on length-sorted batches of 32, no HTTP (texts/s)
@@ -10,6 +12,7 @@ Then, on the first variant: a soak at the top concurrency (memory at its start a
 status code counted) and an overload far past capacity (how fast and how it refuses).
 
     python benchmarks/serving.py --seconds 20 --concurrency 1 8 32 64 --soak-seconds 180
+    python benchmarks/serving.py --variants onnx-int8 --batching greedy bentoml --no-fastapi
 """
 
 from __future__ import annotations
@@ -92,13 +95,14 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def textops_server(model_tag: str, variant: str) -> Server:
+def textops_server(model_tag: str, variant: str, batching: str) -> Server:
     return Server(
         [str(BIN / "bentoml"), "serve", "bento.service:TextClassifier"]
         + ["--host", "127.0.0.1", "--port", "{port}"],
         {
             "TEXTOPS_MODEL_TAG": model_tag,
             "TEXTOPS_VARIANT": variant,
+            "TEXTOPS_BATCHING": batching,
             "BENTOML_DO_NOT_TRACK": "true",
             "TEXTOPS_SERVING_LOG": os.environ.get("TEXTOPS_SERVING_LOG", "off"),
         },
@@ -222,6 +226,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--variants", nargs="+", default=["onnx-int8", "onnx-fp32", "pytorch"])
+    parser.add_argument(
+        "--batching",
+        nargs="+",
+        default=["greedy", "bentoml"],
+        choices=["greedy", "bentoml"],
+        help="batchers measured on the first variant (the others run the first batcher)",
+    )
+    parser.add_argument("--no-fastapi", action="store_true", help="skip the FastAPI app")
     parser.add_argument("--model-tag", default="", help="default: the newest approved model")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--overload-concurrency", type=int, default=1024)
@@ -254,9 +266,11 @@ def main() -> None:
                 lines.append(row(name, stats))
                 print(lines[-1], flush=True)
 
-    for variant in args.variants:
-        measure(f"textops {variant}", textops_server(tag, variant))
-    measure("fastapi (PyTorch per request)", fastapi_server(model_dir))
+    for i, variant in enumerate(args.variants):
+        for batching in args.batching if i == 0 else args.batching[:1]:
+            measure(f"textops {variant} ({batching})", textops_server(tag, variant, batching))
+    if not args.no_fastapi:
+        measure("fastapi (PyTorch per request)", fastapi_server(model_dir))
 
     results["ceilings"] = {v: ceiling(model_dir, v, texts, args.seconds) for v in args.variants}
     for variant, value in results["ceilings"].items():
@@ -265,7 +279,7 @@ def main() -> None:
     if args.soak_seconds:
         variant = args.variants[0]
         top = max(args.concurrency)
-        with textops_server(tag, variant) as server:
+        with textops_server(tag, variant, args.batching[0]) as server:
             load(server.url, script, top, 5)
             before = server.rss_mb()
             soak = load(server.url, script, top, args.soak_seconds, warm_up=False)
@@ -284,8 +298,18 @@ def main() -> None:
         print(lines[-1], f"RSS {after_overload:.0f} MB", flush=True)
 
     by = {(r["server"], r["concurrency"]): r for r in results["runs"]}
-    best, top = f"textops {args.variants[0]}", max(args.concurrency)
+    best, top = f"textops {args.variants[0]} ({args.batching[0]})", max(args.concurrency)
     summary = []
+    if len(args.batching) > 1:
+        other = f"textops {args.variants[0]} ({args.batching[1]})"
+        for level in args.concurrency:
+            if (best, level) in by and (other, level) in by:
+                a, b = by[(best, level)], by[(other, level)]
+                summary.append(
+                    f"c={level}: {args.batching[0]} / {args.batching[1]} req/s "
+                    f"{a['req_per_s'] / b['req_per_s']:.2f}x, p99 {a['p99_ms']:.0f} vs "
+                    f"{b['p99_ms']:.0f} ms, errors {a['errors']} vs {b['errors']}"
+                )
     if (best, top) in by and ("fastapi (PyTorch per request)", top) in by:
         ratio = (
             by[(best, top)]["req_per_s"] / by[("fastapi (PyTorch per request)", top)]["req_per_s"]

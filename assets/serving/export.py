@@ -1,8 +1,9 @@
-"""Serving variants of an approved model: an ONNX export, its dynamic int8 quantization, and the
-parity check on the frozen test split that decides which one the service runs."""
+"""Serving variants of an approved model: an ONNX export, its int8 quantization, and the parity
+check on the frozen test split that decides which one the service runs."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from assets.model import metrics
 from assets.progress import Log
+from assets.serving.quantize import FFN_OUTPUT
 
 # Variants in the order the service prefers them when equally fast: quantized, then exact ONNX,
 # then the PyTorch model itself (the reference every other variant is checked against).
@@ -30,6 +32,20 @@ class ParityRules:
     min_agreement: float = 0.99  # share of test texts labelled as PyTorch labels them
     resamples: int = 1000
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How the int8 variant is made (assets/serving/quantize.py; benchmarks/quantization.py
+    measures the recipes side by side). `static`: activations' ranges calibrated once on
+    `calibration_texts` training texts, so a text gets the same answer alone or in any batch;
+    `dynamic`: ranges taken from each call's batch. `fp32_matmuls`: regular expressions of the
+    MatMul nodes that stay in fp32 (by default the feed-forward output projections)."""
+
+    method: str = "static"
+    calibration_texts: int = 512
+    graph_optimizations: bool = False
+    fp32_matmuls: tuple[str, ...] = (FFN_OUTPUT,)
 
 
 @dataclass
@@ -78,12 +94,29 @@ def export_onnx(model_dir: Path, path: Path) -> None:
         )
 
 
-def quantize_int8(source: Path, path: Path) -> None:
-    """Dynamic int8 quantization with ONNX Runtime: int8 weights (per channel, unsigned, the
-    closest to fp32 of the schemes tried), activations quantized per call."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(
+    model_dir: Path,
+    source: Path,
+    path: Path,
+    quantization: Quantization,
+    calibration_texts: list[str],
+    max_length: int,
+) -> None:
+    """The int8 variant of the fp32 export `source`, written to `path`, by `quantization`."""
+    from assets.serving import quantize
 
-    quantize_dynamic(str(source), str(path), weight_type=QuantType.QUInt8, per_channel=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        base = source
+        if quantization.graph_optimizations:
+            base = quantize.optimized(source, Path(scratch) / "optimized.onnx", model_dir)
+        if quantization.method == "dynamic":
+            quantize.dynamic_int8(base, path)
+            return
+        if quantization.method != "static":
+            raise ValueError(f"quantization must be static or dynamic, got {quantization.method!r}")
+        keep = quantize.matching_nodes(quantize.matmul_nodes(base), quantization.fp32_matmuls)
+        calibration = quantize.Calibration(model_dir, calibration_texts, max_length)
+        quantize.static_int8(base, path, calibration, keep)
 
 
 def parity(
@@ -156,18 +189,31 @@ def serving_variants(
     rules: ParityRules,
     log: Log,
     pinned: str = "",
+    quantization: Quantization = Quantization(),
+    calibration_texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Export and quantize the model in `model_dir` (written to its `onnx/` folder), score
-    every variant on the test texts side by side, and return the serving settings
-    (bento/inference.py's serving.json): the chosen variant, why, and every variant's numbers."""
+    """Export and quantize the model in `model_dir` (written to its `onnx/` folder; static
+    quantization calibrates on `calibration_texts`, training texts), score every variant on the
+    test texts side by side, and return the serving settings (bento/inference.py's
+    serving.json): the chosen variant, why, and every variant's numbers."""
     from assets.model.predict import load_classifier, predict
     from bento.inference import VARIANT_FILES
     from bento.runtime import installed_versions
 
     started = time.monotonic()
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
-    quantize_int8(model_dir / VARIANT_FILES["onnx-fp32"], model_dir / VARIANT_FILES["onnx-int8"])
-    log(f"exported ONNX and quantized it to int8 in {time.monotonic() - started:.0f} s")
+    quantize_int8(
+        model_dir,
+        model_dir / VARIANT_FILES["onnx-fp32"],
+        model_dir / VARIANT_FILES["onnx-int8"],
+        quantization,
+        calibration_texts or [],
+        max_length,
+    )
+    log(
+        f"exported ONNX and quantized it to int8 ({quantization.method}) in "
+        f"{time.monotonic() - started:.0f} s"
+    )
     reference = predict(
         load_classifier(model_dir, max_length, "pytorch", micro_batch=32),
         texts,
@@ -213,6 +259,7 @@ def serving_variants(
         "max_length": max_length,
         "metric": metric.name,
         "rules": asdict(rules),
+        "quantization": asdict(quantization),
         "test_rows": len(texts),
         # what the numbers below were measured under; the service warns when it runs otherwise
         "runtime": {name: v for name, v in installed_versions().items() if v is not None},

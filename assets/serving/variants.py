@@ -6,7 +6,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -24,8 +24,9 @@ from assets.interfaces.manifests import (
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model.metrics import metric_label, parse_metric
-from assets.serving.export import ParityRules
+from assets.serving.export import ParityRules, Quantization
 from assets.serving.export import serving_variants as export_and_check
+from assets.serving.quantize import FFN_OUTPUT
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
@@ -46,6 +47,26 @@ class ServingVariantsConfig(dg.Config):
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
+    quantization: Literal["static", "dynamic"] = Field(
+        "static",
+        description="How the int8 variant is made: static (activation ranges calibrated once "
+        "on training texts; a text is answered the same alone or in any batch) or dynamic "
+        "(ranges from each call's batch)",
+    )
+    calibration_texts: int = Field(
+        512, ge=1, description="Training texts the static quantization calibrates on"
+    )
+    graph_optimizations: bool = Field(
+        False,
+        description="Apply ONNX Runtime's transformer fusions (attention, layer norm, GELU) "
+        "before quantizing",
+    )
+    fp32_matmuls: list[str] = Field(
+        default_factory=lambda: [FFN_OUTPUT],
+        description="Regular expressions of the MatMul nodes kept in fp32 in the static int8 "
+        "variant; default: the feed-forward output projections, the ones that move "
+        "predictions most (benchmarks/quantization.py)",
+    )
     serving_variant: str = Field(
         "",
         description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
@@ -123,6 +144,8 @@ def serving_variants(
     require_trained_on(model, text_splits, "serving_variants")
     require_report_on(evaluation_report, model, "serving_variants")
     test = store.read_parquet(text_splits.paths["test"])
+    train = store.read_parquet(text_splits.paths["train"])
+    calibration = train.sample(min(config.calibration_texts, train.height), seed=0)
     version = f"{model.version}-{context.run_id[:8]}"
     path = f"serving_variants/{version}"
     with tempfile.TemporaryDirectory() as scratch:
@@ -142,6 +165,13 @@ def serving_variants(
             ),
             context.log.info,
             config.serving_variant,
+            Quantization(
+                config.quantization,
+                config.calibration_texts,
+                config.graph_optimizations,
+                tuple(config.fp32_matmuls),
+            ),
+            calibration["text"].to_list(),
         )
         out = Path(scratch) / "variants"
         out.mkdir()

@@ -121,6 +121,23 @@ def test_an_approved_model_carries_parity_checked_serving_variants(approved_grap
         assert 0 <= score["agreement"] <= 1 and score["texts_per_s"] > 0, name
     assert serving["variants"][serving["variant"]]["passed"]
     assert serving["variants"]["onnx-fp32"]["agreement"] == 1.0  # exact export
+    # static int8: calibrated ranges, so a text's answer does not depend on its batch
+    assert serving["quantization"]["method"] == "static"
+    assert serving["variants"]["onnx-int8"]["batch_consistency"] == 1.0
+    import onnx
+
+    int8 = onnx.load(str(path / "onnx" / "model.int8.onnx")).graph
+    weights = {t.name for t in int8.initializer}
+    dequantized = {o for n in int8.node if n.op_type == "DequantizeLinear" for o in n.output}
+    matmuls = {
+        n.name: n.input[1] for n in int8.node if n.op_type == "MatMul" and "/layer." in n.name
+    }
+    ffn_output = {
+        k: b for k, b in matmuls.items() if "/output/dense/" in k and "attention" not in k
+    }
+    others = {k: b for k, b in matmuls.items() if "/intermediate/dense/" in k}
+    assert ffn_output and all(b in weights for b in ffn_output.values())  # kept in fp32
+    assert others and all(b in dequantized for b in others.values())  # int8 weights
     assert model.info.labels["serving_variant"] == serving["variant"]
     meta = approved_graph["result"].asset_materializations_for_node("approved_model")[0].metadata
     assert meta["serving_variant"].value == serving["variant"]
@@ -134,7 +151,7 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
 
     from assets.serving import export
 
-    def broken_quantization(source, path):
+    def broken_quantization(model_dir, source, path, *args):
         """An "int8" model that answers the opposite class: it cannot pass parity."""
         graph = onnx.load(str(source))
         graph.graph.output[0].name = "logits_before"

@@ -1,0 +1,162 @@
+"""Int8 versions of an exported classifier with ONNX Runtime's quantization tools.
+
+`static_int8` calibrates the activations' ranges once, on training texts, and writes QDQ
+(QuantizeLinear/DequantizeLinear) pairs around the MatMuls: every text is then scaled the same
+way whatever else is in its batch. `dynamic_int8` quantizes activations per call, from the
+batch's own range, so a text's neighbours can move a close call. `optimized` applies ONNX
+Runtime's transformer graph fusions (attention, layer norm, GELU) first. benchmarks/
+quantization.py measures each recipe side by side."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+class Calibration:
+    """Texts tokenized as the service tokenizes them, in batches padded to one width (the
+    histogram calibrators stack every batch's activations, so their shapes must agree), as
+    ONNX Runtime's calibrator reads them (`get_next`, `rewind`)."""
+
+    def __init__(self, model_dir: Path, texts: list[str], max_length: int, batch: int = 32):
+        from bento.inference import TextEncoder, pad_ids
+
+        if not texts:
+            raise ValueError("static quantization needs calibration texts; none were given")
+        encoder = TextEncoder(model_dir, max_length)
+        ids = encoder.encode(texts)
+        width = max(len(x) for x in ids)
+        self.batches: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            input_ids, mask = pad_ids(chunk, encoder.pad_id)
+            extra = width - input_ids.shape[1]
+            if extra:
+                input_ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=encoder.pad_id)
+                mask = np.pad(mask, ((0, 0), (0, extra)))
+            self.batches.append({"input_ids": input_ids, "attention_mask": mask})
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.batches):
+            return None
+        self.position += 1
+        return self.batches[self.position - 1]
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def optimized(source: Path, target: Path, model_dir: Path) -> Path:
+    """`source` with ONNX Runtime's BERT fusions (the encoder's heads and width from its
+    config.json), saved to `target`."""
+    from onnxruntime.transformers import optimizer
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    model = optimizer.optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=config["num_attention_heads"],
+        hidden_size=config["hidden_size"],
+    )
+    model.save_model_to_file(str(target))
+    return target
+
+
+FFN_OUTPUT = r"/layer\.\d+/output/dense/"  # not /attention/output/dense/
+
+# A fused graph (`optimized`) has nodes of ONNX Runtime's own domain, whose outputs shape
+# inference cannot type; they are float tensors.
+FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+
+
+def dynamic_int8(source: Path, target: Path) -> Path:
+    """int8 weights (per channel, unsigned), activations quantized per call from their range."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QUInt8,
+        per_channel=True,
+        extra_options=FLOAT_DEFAULT,
+    )
+    return target
+
+
+def matmul_nodes(path: Path) -> list[str]:
+    """Names of the graph's MatMul and Gemm nodes, the ones quantization replaces."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in {"MatMul", "Gemm"}]
+
+
+def layer_nodes(nodes: Iterable[str], layers: Iterable[int]) -> list[str]:
+    """The nodes of the given encoder layers (exported names hold `/layer.<i>/`)."""
+    marks = [f"/layer.{layer}/" for layer in layers]
+    return [n for n in nodes if any(mark in n for mark in marks)]
+
+
+def matching_nodes(nodes: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """The nodes whose name matches any of the regular expressions `patterns`."""
+    compiled = [re.compile(pattern) for pattern in patterns]
+    return [n for n in nodes if any(pattern.search(n) for pattern in compiled)]
+
+
+def encoder_layers(nodes: Iterable[str]) -> list[int]:
+    return sorted({int(n.split("/layer.")[1].split("/")[0]) for n in nodes if "/layer." in n})
+
+
+CALIBRATION_METHODS = {
+    "minmax": lambda m: m.MinMax,
+    "percentile": lambda m: m.Percentile,
+    "entropy": lambda m: m.Entropy,
+}
+
+
+def static_int8(
+    source: Path,
+    target: Path,
+    calibration: Calibration,
+    keep_fp32: list[str] | None = None,
+    method: str = "minmax",
+) -> Path:
+    """QDQ int8: weights per channel (signed, symmetric), activations (unsigned) at ranges
+    calibrated once on `calibration` (`minmax`: the observed range; `percentile`: 99.999 % of
+    it, clipping outliers; `entropy`: the range that keeps the histogram's information). Only
+    MatMuls with a weight are quantized (attention's activation-by-activation products stay in
+    fp32, as dynamic quantization leaves them); the MatMuls named in `keep_fp32` stay too."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
+    prepared = target.with_name(target.stem + ".pre.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    calibration.rewind()
+    try:
+        quantize_static(
+            str(prepared),
+            str(target),
+            calibration,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CALIBRATION_METHODS[method](CalibrationMethod),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=keep_fp32 or [],
+            extra_options={
+                **FLOAT_DEFAULT,
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "MatMulConstBOnly": True,
+            },
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return target

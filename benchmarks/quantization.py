@@ -1,0 +1,217 @@
+"""Int8 recipes for the serving model, side by side in one run against the PyTorch model on the
+test split: agreement, the paired difference of the official metric with its 95 % interval,
+batch consistency (a text labelled the same alone as in a batch) and texts/s in process
+(length-sorted batches of 32, tokenization included).
+
+    python benchmarks/quantization.py --model-tag textops-classifier:<version>
+    python benchmarks/quantization.py --model-dir <a fine_tuned_model folder> --task hate
+
+Recipes: the plain fp32 export; ONNX Runtime's transformer graph optimizations (fused attention,
+layer norm and GELU); dynamic int8 (activations quantized per call); static int8 (QDQ,
+activations calibrated once on training texts, min-max or percentile ranges), with and without
+the optimizations, and with the feed-forward output projections kept in fp32; with
+--keep-layers N, also static int8 keeping in fp32 the N whole layers that move predictions most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data" / "tweeteval"
+CONSISTENCY_SAMPLE = 200
+
+from assets.serving.quantize import (  # noqa: E402
+    FFN_OUTPUT,
+    Calibration,
+    dynamic_int8,
+    encoder_layers,
+    layer_nodes,
+    matching_nodes,
+    matmul_nodes,
+    optimized,
+    static_int8,
+)
+
+
+def task_data(task: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(test texts, test labels, training texts) of a TweetEval task."""
+    from assets.data.sources.formats import read_tweeteval, tweeteval_file_names
+
+    folder = SHARED / task
+    if not folder.is_dir():
+        folder = ROOT / "assets" / "data" / "sources" / "embedded" / "tweeteval" / task
+    files = {name: (folder / name).read_bytes() for name in tweeteval_file_names()}
+    frame = read_tweeteval(files, str(folder)).frame
+    test = frame.filter(frame["source_split"] == "test")
+    train = frame.filter(frame["source_split"] == "train")
+    return test["text"].to_list(), test["label"].to_numpy(), train["text"].to_list()
+
+
+def measure(path: Path, model_dir: Path, texts, y_true, reference, metric, max_length) -> dict:
+    from assets.model import metrics
+    from bento.inference import (
+        OnnxClassifier,
+        Predictor,
+        TextEncoder,
+        calibrated_temperature,
+        label_names,
+    )
+
+    predictor = Predictor(
+        OnnxClassifier(path, 0),
+        TextEncoder(model_dir, max_length),
+        len(label_names(model_dir)),
+        32,
+        calibrated_temperature(model_dir),
+    )
+    predictor.predict_proba(texts[:64])
+    started = time.perf_counter()
+    labels = predictor.predict_proba(texts).argmax(axis=1)
+    seconds = time.perf_counter() - started
+    sample = texts[:CONSISTENCY_SAMPLE]
+    alone = np.array([predictor.predict_proba([t])[0].argmax() for t in sample])
+    k = len(label_names(model_dir))
+    delta, low, high = metrics.paired_bootstrap(metric, y_true, labels, reference, k, 1000, 0)
+    return {
+        "agreement": float((labels == reference).mean()),
+        "value": metrics.score(metric, y_true, labels, k),
+        "delta": delta,
+        "delta_low": low,
+        "delta_high": high,
+        "batch_consistency": float((alone == labels[:CONSISTENCY_SAMPLE]).mean()),
+        "texts_per_s": len(texts) / seconds,
+    }
+
+
+def most_sensitive_layers(
+    fp32: Path, model_dir, calibration, texts, y_true, reference, metric, max_length, scratch,
+    method: str,
+) -> list[int]:  # fmt: skip
+    """Encoder layers whose MatMuls kept in fp32 raise agreement most (one static model per
+    layer kept, scored on the first 1,000 test texts)."""
+    nodes = matmul_nodes(fp32)
+    subset, ref = texts[:1000], reference[:1000]
+    gains = {}
+    for layer in encoder_layers(nodes):
+        keep = layer_nodes(nodes, [layer])
+        path = static_int8(fp32, scratch / f"keep-{layer}.onnx", calibration, keep, method)
+        gains[layer] = measure(path, model_dir, subset, y_true[:1000], ref, metric, max_length)[
+            "agreement"
+        ]
+        print(f"  layer {layer} kept in fp32: agreement {gains[layer]:.2%}", flush=True)
+    return sorted(gains, key=gains.get, reverse=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-tag", default="")
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--task", default="hate")
+    parser.add_argument("--metric", default="macro_f1")
+    parser.add_argument("--calibration-texts", type=int, default=512)
+    parser.add_argument(
+        "--keep-layers", type=int, default=0, help="also: the N most sensitive layers in fp32"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    from assets.model import metrics
+    from assets.model.predict import load_classifier, predict
+    from assets.serving.export import export_onnx
+    from bento.inference import label_names, serving_settings
+
+    if args.model_tag:
+        import bentoml
+
+        model_dir = Path(bentoml.models.get(args.model_tag).path)
+    else:
+        model_dir = args.model_dir
+    max_length = int(serving_settings(model_dir).get("max_length", 128))
+    texts, y_true, train = task_data(args.task)
+    metric = metrics.parse_metric(args.metric, label_names(model_dir))
+    rng = np.random.default_rng(0)
+    calibration_texts = [train[i] for i in rng.choice(len(train), args.calibration_texts, False)]
+    reference = predict(
+        load_classifier(model_dir, max_length, "pytorch", micro_batch=32), texts
+    ).labels
+    scratch = Path(tempfile.mkdtemp(prefix="textops-quant-"))
+    fp32 = scratch / "model.onnx"
+    export_onnx(model_dir, fp32)
+    calibration = Calibration(model_dir, calibration_texts, max_length)
+    fused = optimized(fp32, scratch / "model.opt.onnx", model_dir)
+    ffn_output = matching_nodes(matmul_nodes(fp32), [FFN_OUTPUT])
+    recipes = {
+        "fp32": lambda: fp32,
+        "fp32 + graph optimizations": lambda: fused,
+        "int8 dynamic": lambda: dynamic_int8(fp32, scratch / "dynamic.onnx"),
+        "int8 dynamic + graph optimizations": lambda: dynamic_int8(
+            fused, scratch / "dynamic.opt.onnx"
+        ),
+        "int8 static (QDQ, min-max)": lambda: static_int8(
+            fp32, scratch / "static.onnx", calibration
+        ),
+        "int8 static (QDQ, percentile)": lambda: static_int8(
+            fp32, scratch / "static.pct.onnx", calibration, method="percentile"
+        ),
+        "int8 static (QDQ, min-max) + graph optimizations": lambda: static_int8(
+            fused, scratch / "static.opt.onnx", calibration
+        ),
+        "int8 static (QDQ, min-max), FFN output in fp32": lambda: static_int8(
+            fp32, scratch / "static.ffn.onnx", calibration, ffn_output
+        ),
+        "int8 static (QDQ, percentile), FFN output in fp32": lambda: static_int8(
+            fp32, scratch / "static.pct.ffn.onnx", calibration, ffn_output, "percentile"
+        ),
+    }
+    results = {}
+    print("| recipe | agreement | delta vs PyTorch [95 % CI] | alone = in batch | texts/s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+
+    def report(name: str, path: Path) -> None:
+        r = results[name] = measure(path, model_dir, texts, y_true, reference, metric, max_length)
+        print(
+            f"| {name} | {r['agreement']:.2%} | {r['delta']:+.4f} [{r['delta_low']:+.4f}, "
+            f"{r['delta_high']:+.4f}] | {r['batch_consistency']:.1%} | {r['texts_per_s']:.0f} |",
+            flush=True,
+        )
+
+    for name, make in recipes.items():
+        try:
+            path = make()
+        except Exception as error:  # a recipe ONNX Runtime cannot apply to this graph
+            print(f"| {name} | failed: {str(error).splitlines()[0][:120]} | | | |", flush=True)
+            continue
+        report(name, path)
+    if args.keep_layers:
+        # on the calibration method that agreed best
+        method = "percentile" if (
+            results["int8 static (QDQ, percentile)"]["agreement"]
+            > results["int8 static (QDQ, min-max)"]["agreement"]
+        ) else "minmax"  # fmt: skip
+        order = most_sensitive_layers(
+            fp32, model_dir, calibration, texts, y_true, reference, metric, max_length, scratch,
+            method,
+        )  # fmt: skip
+        kept = order[: args.keep_layers]
+        keep = layer_nodes(matmul_nodes(fp32), kept)
+        name = f"int8 static (QDQ, {method}), layer {', '.join(map(str, kept))} in fp32"
+        report(name, static_int8(fp32, scratch / "static.keep.onnx", calibration, keep, method))
+    fp32_speed = results["fp32"]["texts_per_s"]
+    for name, r in results.items():
+        print(f"{name}: {r['texts_per_s'] / fp32_speed:.2f}x fp32 texts/s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
