@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from assets.interfaces.manifests import (
@@ -137,6 +136,7 @@ def text_splits_checks(
     text_splits: TextSplitsManifest,
 ) -> Iterator[dg.AssetCheckResult]:
     from data_checks.splits import stack_splits, text_splits_outcomes
+    from data_checks.tokens import count_tokens  # transformers: only when checking
 
     splits = {name: store.read_parquet(path) for name, path in text_splits.paths.items()}
     # Lengths are measured as this run will train: its base model's tokenizer, its max_length.
@@ -153,19 +153,6 @@ def text_splits_checks(
     )
     for name, outcome in outcomes.items():
         yield to_result(TEXT_SPLITS, name, outcome)
-
-
-def count_tokens(texts: pl.Series, base_model: str) -> pl.Series:
-    """Tokens per text with the model's tokenizer, special tokens included, no truncation."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from assets.model.training.base_model import resolve_base_model
-
-    hf_logging.set_verbosity_error()  # per-text "longer than max length" warnings are the point
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
-    encoded = tokenizer(texts.fill_null("").to_list(), truncation=False)["input_ids"]
-    return pl.Series("n_tokens", [len(ids) for ids in encoded], dtype=pl.Int64)
 
 
 @dg.asset_check(

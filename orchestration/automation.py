@@ -10,13 +10,15 @@ retrain_schedule, new_data_sensor, drift_sensor. A switch flipped in the UI wins
 import hashlib
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
 from assets.data.raw import landing_location
-from assets.data.sources.landing import landed_files
+from assets.data.sources.landing import LandedFile, landed_files
 from bento.settings import env_positive_float
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
@@ -26,6 +28,9 @@ AUTOMATION_ENV = "TEXTOPS_AUTOMATION"
 MONITORING = "monitoring_automation"
 SWITCHES = (MONITORING, "retrain_schedule", "new_data_sensor", "drift_sensor")
 PRESETS = {"monitoring": {MONITORING}, "all": set(SWITCHES), "off": set()}
+LANDING_SETTLE_ENV = "TEXTOPS_LANDING_SETTLE_S"
+DEFAULT_LANDING_SETTLE_S = 60.0  # how long a landed file stays unchanged before it is ingested
+LANDING_CURSOR_FORMAT = 2
 
 
 def switched_on() -> set[str]:
@@ -114,36 +119,104 @@ def monitoring_automation(assets: list) -> tuple[list, dg.AutomationConditionSen
     return automated, sensor
 
 
-def new_landed_files(location: str, seen: dict[str, dict]) -> dict[str, dict]:
-    """Files at `location` that are new or changed since `seen` (name -> size and checksum)."""
-    new = {}
-    for file in landed_files(location):
-        entry = {"size": file.size, "checksum": file.checksum}
-        if seen.get(file.name) != entry:
-            new[file.name] = entry
-    return new
+def landing_settle_s() -> float:
+    return env_positive_float(LANDING_SETTLE_ENV, DEFAULT_LANDING_SETTLE_S)
+
+
+@dataclass(frozen=True)
+class LandingTick:
+    """One look at the landing folder: the files to ingest now (name -> size and version
+    stamp), the files still changing or settling, and the cursor the next tick compares with."""
+
+    ready: dict[str, dict]
+    waiting: list[str]
+    cursor: dict
+
+
+def upgraded_cursor(old: dict, files: list[LandedFile]) -> dict:
+    """The first cursor format (name -> size and sha256 of the content) as seen files: a file
+    still of the recorded size is taken as the one already ingested (the sensor no longer reads
+    content to compare checksums, and re-ingesting the whole folder on upgrade would retrain
+    on data already trained on); one of another size was replaced and goes through settling."""
+    seen = {}
+    for file in files:
+        entry = old.get(file.name)
+        if isinstance(entry, dict) and entry.get("size") == file.size:
+            seen[file.name] = {"size": file.size, "version": file.version}
+    return {"format": LANDING_CURSOR_FORMAT, "seen": seen, "pending": {}}
+
+
+def landing_tick(files: list[LandedFile], cursor: dict, now: float, settle_s: float) -> LandingTick:
+    """Which listed files are ready: new or replaced since the cursor, and settled, i.e. the
+    same size and version stamp on an earlier tick at least `settle_s` ago (by this clock).
+
+    A file still being copied keeps growing or getting a new mtime, so it never looks the
+    same across `settle_s`; an upload to a bucket appears whole, and waiting costs it only the
+    settle time. The age is measured from when the sensor first saw this version, not from the
+    file's mtime: the writer's or the bucket's clock may be off from the daemon's. The cursor
+    holds only what is listed now, so it stays the size of the folder."""
+    if cursor and "format" not in cursor:
+        cursor = upgraded_cursor(cursor, files)
+    seen, pending = cursor.get("seen", {}), cursor.get("pending", {})
+    next_seen: dict[str, dict] = {}
+    next_pending: dict[str, dict] = {}
+    ready: dict[str, dict] = {}
+    for file in files:
+        state = {"size": file.size, "version": file.version}
+        if seen.get(file.name) == state:
+            next_seen[file.name] = state
+            continue
+        before = pending.get(file.name, {})
+        unchanged = {"size": before.get("size"), "version": before.get("version")} == state
+        since = float(before["since"]) if unchanged else now
+        if unchanged and now - since >= settle_s:
+            ready[file.name] = next_seen[file.name] = state
+        else:
+            next_pending[file.name] = {**state, "since": since}
+    return LandingTick(
+        ready=ready,
+        waiting=sorted(next_pending),
+        cursor={"format": LANDING_CURSOR_FORMAT, "seen": next_seen, "pending": next_pending},
+    )
 
 
 def new_data_sensor(job) -> dg.SensorDefinition:
+    configured = landing_settle_s()  # a bad value fails when the definitions load, not per tick
+
     @dg.sensor(
         name="new_data_sensor",
         job=job,
         minimum_interval_seconds=30,
         default_status=sensor_status("new_data_sensor"),
-        description="Retrains when labelled files land in the landing folder",
+        description="Retrains when labelled files land in the landing folder, once each has "
+        f"stopped changing for {configured:g} s (${LANDING_SETTLE_ENV}); lists names, sizes "
+        "and modification stamps only, never content",
     )
     def sensor(context: dg.SensorEvaluationContext):
         location = landing_location()
-        seen = json.loads(context.cursor) if context.cursor else {}
-        new = new_landed_files(location, seen)
-        if not new:
-            return dg.SkipReason(f"no new files in {location}")
-        run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:20]
-        context.update_cursor(json.dumps({**seen, **new}, sort_keys=True))
-        return dg.RunRequest(
+        settle_s = landing_settle_s()
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        tick = landing_tick(landed_files(location), cursor, time.time(), settle_s)
+        next_cursor = json.dumps(tick.cursor, sort_keys=True)
+        if not tick.ready:
+            reason = f"no new files in {location}"
+            if tick.waiting:
+                reason = (
+                    f"no settled new files in {location}; waiting for {len(tick.waiting)} to "
+                    f"stay unchanged for {settle_s:g} s: {', '.join(tick.waiting)[:1000]}"
+                )
+            return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
+        # the same files in the same versions give the same key, so Dagster never runs them
+        # twice even if the cursor is lost; a replaced file has a new stamp, hence a new key
+        run_key = hashlib.sha256(json.dumps(tick.ready, sort_keys=True).encode()).hexdigest()[:20]
+        request = dg.RunRequest(
             run_key=f"new-data-{run_key}",
-            tags={"textops/trigger": "new-data", "textops/files": ",".join(sorted(new))[:1000]},
+            tags={
+                "textops/trigger": "new-data",
+                "textops/files": ",".join(sorted(tick.ready))[:1000],
+            },
         )
+        return dg.SensorResult(run_requests=[request], cursor=next_cursor)
 
     return sensor
 

@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.data.sources.landing import landed_files, read_landed
+from assets.data.sources.redaction import redact
 from assets.data.sources.transports import DEFAULT_SOURCE, read_source
 from assets.interfaces.manifests import MANIFEST_IO, RawTextsManifest, as_output
 from assets.interfaces.store import ArtifactStore, cache_dir, default_home
@@ -19,8 +20,10 @@ class RawTextsConfig(dg.Config):
     source: str = Field(
         "",
         description="Source URI: a TweetEval folder, a CSV / Parquet / JSONL file with text and "
-        "label columns, or an https URL of either. Empty: $TEXTOPS_SOURCE, else the TweetEval "
-        "hate task.",
+        "label columns, or an https URL of either (#sha256=<hex> pins its content). Empty: "
+        "$TEXTOPS_SOURCE, else the TweetEval hate task. A URL with a credential (a signed URL, "
+        "user:password@) belongs in $TEXTOPS_SOURCE: run config is stored with the run as "
+        "typed, while logs and metadata show the URL redacted.",
     )
     max_rows_per_split: int = Field(
         0,
@@ -85,8 +88,8 @@ def raw_texts(
     context: dg.AssetExecutionContext, config: RawTextsConfig, store: ArtifactStore
 ) -> dg.Output[RawTextsManifest]:
     uri = resolve_source(config.source)
-    context.log.info(f"reading {uri}")
-    source = read_source(uri, cache_dir(), context.log.info)
+    context.log.info(f"reading {redact(uri)}")
+    source = read_source(uri, cache_dir(), context.log.info, context.log.warning)
     frame = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
     landed = []
     for file in landed_files(landing_location(config.landing)):
@@ -115,7 +118,8 @@ def raw_texts(
             "rows_per_split_and_class": dg.MetadataValue.json(class_counts(frame, "source_split")),
             "label_names": dg.MetadataValue.json(source.label_names),
             "content_hash": content_hash,
-            "source_uri": dg.MetadataValue.text(uri),
+            # redacted: the metadata is for people; nothing reads the source back from it
+            "source_uri": dg.MetadataValue.text(redact(uri)),
             "landed_files": dg.MetadataValue.json(landed),
             "path": dg.MetadataValue.path(store.uri(path)),
         },

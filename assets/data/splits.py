@@ -63,12 +63,16 @@ def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int
         shuffled = group.sample(fraction=1.0, shuffle=True, seed=seed)
         n_test = round(group.height * test)
         n_validation = round(group.height * validation)
-        names = (
-            ["test"] * n_test
-            + ["validation"] * n_validation
-            + ["train"] * (group.height - n_test - n_validation)
+        # The first n_test shuffled rows go to test, the next n_validation to validation.
+        position = pl.int_range(pl.len())
+        split = (
+            pl.when(position < n_test)
+            .then(pl.lit("test"))
+            .when(position < n_test + n_validation)
+            .then(pl.lit("validation"))
+            .otherwise(pl.lit("train"))
         )
-        parts.append(shuffled.with_columns(source_split=pl.Series(names, dtype=pl.String)))
+        parts.append(shuffled.with_columns(source_split=split))
     return pl.concat([has_split, *parts]).rename({"source_split": "split"})
 
 

@@ -26,9 +26,13 @@ def test_table_and_query_sources():
     assert table.label_names == ["neg", "pos"]
     assert table.frame["source_split"].to_list() == ["train", "test", "validation"]
 
+    client.query.return_value.statement_type = "SELECT"  # the dry run's answer
+    client.query.return_value.total_bytes_processed = 1024
     client.query.return_value.to_dataframe.return_value = ROWS[["text", "label"]]
     query = read_bigquery(client, "bigquery:SELECT text, label FROM tweets.labelled", print)
-    client.query.assert_called_once_with("SELECT text, label FROM tweets.labelled")
+    dry_run, real = client.query.call_args_list
+    assert dry_run.args == real.args == ("SELECT text, label FROM tweets.labelled",)
+    assert dry_run.kwargs["job_config"].dry_run and real.kwargs["job_config"].maximum_bytes_billed
     assert query.frame["source_split"].null_count() == 3
 
 

@@ -91,20 +91,52 @@ def test_graph_through_evaluation_on_gcs(gcs_store, gcs_emulator, tmp_path):
 
 
 def test_sensor_finds_files_landed_in_the_bucket(gcs_emulator, monkeypatch):
-    from orchestration.automation import new_landed_files
+    """One listing of the prefix per tick, no download; a re-upload is a new generation."""
+    import time
+
+    from assets.data.sources.landing import landed_files
+    from assets.locations import location as path_of
 
     bucket = gcs_client().bucket(gcs_emulator["bucket"])
     location = f"gs://{gcs_emulator['bucket']}/landing"
     monkeypatch.setenv("TEXTOPS_LANDING", location)
-    assert new_landed_files(location, {}) == {}
+    monkeypatch.setenv("TEXTOPS_LANDING_SETTLE_S", "0.2")
+    sensor = next(s for s in definitions.SENSORS if s.name == "new_data_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(cursor=None):
+        result = sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor, instance=instance))
+        return result, result.cursor
+
+    assert landed_files(location) == []
     bucket.blob("landing/new.csv").upload_from_string("text,label\nhello,positive\n")
     bucket.blob("landing/deeper/other.csv").upload_from_string("text,label\nx,positive\n")
-    found = new_landed_files(location, {})
-    assert list(found) == ["new.csv"]
-    assert new_landed_files(location, found) == {}  # seen: nothing new
-    sensor = next(s for s in definitions.SENSORS if s.name == "new_data_sensor")
-    result = sensor.evaluate_tick(dg.build_sensor_context())
-    assert [r.tags["textops/files"] for r in result.run_requests] == ["new.csv"]
+    bucket.blob("landing/_SUCCESS").upload_from_string("")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a landed file was downloaded")
+
+    filesystem = type(path_of(location).fs)
+    monkeypatch.setattr(filesystem, "_open", no_download)
+    monkeypatch.setattr(filesystem, "_cat_file", no_download)
+    (listed,) = landed_files(location)
+    assert (listed.name, listed.size) == ("new.csv", 26)
+    assert listed.version.startswith("generation:")
+    with pytest.raises(AssertionError, match="downloaded"):
+        listed.read()  # the guard works: reading is what raw_texts does, later
+    first, cursor = tick()
+    assert not first.run_requests and "new.csv" in first.skip_message
+    time.sleep(0.3)
+    ready, cursor = tick(cursor)
+    assert [r.tags["textops/files"] for r in ready.run_requests] == ["new.csv"]
+    assert not tick(cursor)[0].run_requests  # seen: nothing new
+
+    bucket.blob("landing/new.csv").upload_from_string("text,label\nhello,positive\n")
+    _, cursor = tick(cursor)
+    time.sleep(0.3)
+    again, _ = tick(cursor)
+    assert [r.tags["textops/files"] for r in again.run_requests] == ["new.csv"]
+    assert again.run_requests[0].run_key != ready.run_requests[0].run_key
 
 
 def test_serving_log_read_from_the_bucket(gcs_emulator):

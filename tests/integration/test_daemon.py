@@ -31,6 +31,7 @@ def daemon_env(tmp_path):
         "DAGSTER_HOME": str(home),
         "TEXTOPS_HOME": str(tmp_path / "store"),
         "TEXTOPS_LANDING": str(tmp_path / "landing"),
+        "TEXTOPS_LANDING_SETTLE_S": "1",  # a landed file is picked up on the tick after next
         "TEXTOPS_RETRAIN_CONFIG": str(retrain),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
         "TEXTOPS_SERVING_LOG": "off",

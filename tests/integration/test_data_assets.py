@@ -1,5 +1,6 @@
 """raw_texts and text_splits materialized with their checks, on small real-format data."""
 
+import csv
 from pathlib import Path
 
 import dagster as dg
@@ -202,3 +203,33 @@ def test_real_tweeteval_hate(store, shared_tweeteval):
     assert split_meta["dropped_train_also_in_test"].value == 232
     assert split_meta["test_rows"].value == 2966  # only its 4 in-split duplicates and no blank
     assert (split_meta["train_rows"].value, split_meta["validation_rows"].value) == (8752, 999)
+
+
+def test_a_csv_export_at_volume_passes_raw_splits_and_checks(store, tmp_path):
+    """60,000 rows: TweetEval hate's training tweets repeated, each copy after the first
+    suffixed with its number, written as a plain export writes them (the first copy's 7 empty
+    tweets as unquoted empty cells): through every step, every check passing."""
+    from assets.data.sources.transports import DEFAULT_SOURCE, read_source
+
+    source = read_source(DEFAULT_SOURCE, tmp_path / "cache", lambda message: None)
+    train = source.frame.filter(pl.col("source_split") == "train")
+    rows = 60_000
+    with (tmp_path / "tweets.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(rows):
+            text, label = train.row(i % train.height)[:2]
+            copy = i // train.height
+            writer.writerow([f"{text} {copy}" if copy else text, label])
+    result = materialize_data(store, tmp_path / "tweets.csv")
+    assert result.success, failure_message(result)
+    assert all(passed for passed, _ in checks(result).values()), checks(result)
+    empty = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "empty_text_share"
+    )
+    assert empty.metadata["unexpected_count"].value == 7
+    meta = result.asset_materializations_for_node("text_splits")[0].metadata
+    assert meta["dropped_empty_unsplit"].value == 7
+    kept = meta["train_rows"].value + meta["validation_rows"].value + meta["test_rows"].value
+    assert kept == rows - 7 - meta["dropped_duplicates_unsplit"].value
+    assert meta["test_rows"].value == pytest.approx(0.2 * kept, abs=2)

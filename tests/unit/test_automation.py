@@ -8,50 +8,6 @@ def sensor_named(name):
     return next(s for s in definitions.SENSORS if s.name == name)
 
 
-def evaluate(sensor, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor)
-    result = sensor.evaluate_tick(context)
-    return result, context.cursor
-
-
-def test_new_data_sensor_runs_once_per_set_of_new_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("TEXTOPS_LANDING", str(tmp_path))
-    sensor = sensor_named("new_data_sensor")
-
-    nothing, cursor = evaluate(sensor)
-    assert not nothing.run_requests
-    assert f"no new files in {tmp_path}" in nothing.skip_message
-
-    (tmp_path / "batch1.csv").write_text("text,label\nhello,0\n")
-    first, cursor = evaluate(sensor, cursor)
-    assert len(first.run_requests) == 1
-    request = first.run_requests[0]
-    assert request.tags["textops/files"] == "batch1.csv"
-    assert request.tags["textops/trigger"] == "new-data"
-
-    again, cursor = evaluate(sensor, cursor)  # the same file twice: nothing to do
-    assert not again.run_requests and "no new files" in again.skip_message
-
-    (tmp_path / "batch2.jsonl").write_text('{"text": "x", "label": 1}\n')
-    (tmp_path / "notes.txt").write_text("not a data file")
-    second, cursor = evaluate(sensor, cursor)
-    assert [r.tags["textops/files"] for r in second.run_requests] == ["batch2.jsonl"]
-    assert second.run_requests[0].run_key != request.run_key
-
-    (tmp_path / "batch1.csv").write_text("text,label\nhello,0\nbye,1\n")  # changed content
-    changed, _ = evaluate(sensor, cursor)
-    assert [r.tags["textops/files"] for r in changed.run_requests] == ["batch1.csv"]
-
-
-def test_same_files_give_the_same_run_key_so_dagster_never_runs_them_twice(tmp_path, monkeypatch):
-    monkeypatch.setenv("TEXTOPS_LANDING", str(tmp_path))
-    (tmp_path / "a.csv").write_text("text,label\nhello,0\n")
-    sensor = sensor_named("new_data_sensor")
-    one, _ = evaluate(sensor)
-    two, _ = evaluate(sensor)  # a lost cursor: the run key still dedups the run
-    assert one.run_requests[0].run_key == two.run_requests[0].run_key
-
-
 def test_drift_sensor_requests_retrain_only_on_drift():
     @dg.asset(name="drift_report")
     def fake_drift_report(context) -> dg.MaterializeResult:

@@ -1,8 +1,13 @@
+import csv
+import io
+from pathlib import Path
+
 import polars as pl
 import pytest
 
+from data_checks.gx_suite import judged_columns
 from data_checks.outcome import Severity
-from data_checks.raw import raw_texts_outcomes
+from data_checks.raw import raw_texts_outcomes, schema_sample
 from data_checks.splits import stack_splits, text_splits_outcomes
 
 LABELS = ["pos", "neg"]
@@ -147,3 +152,54 @@ def test_long_text_share_reports_the_figure():
     assert not outcome.passed and outcome.severity is Severity.WARN
     assert outcome.metadata["share"] == pytest.approx(30 / 60)
     assert "50.00%" in outcome.description
+
+
+def test_schema_judges_a_null_far_down_a_column_as_the_whole_frame():
+    frame = raw_frame(GOOD).with_columns(
+        label=pl.when(pl.int_range(pl.len()) == 1500).then(None).otherwise(pl.col("label"))
+    )
+    assert schema_sample(frame).height == 1001  # the first rows and the column's first null
+    outcome = raw_texts_outcomes(frame, LABELS)["schema"]
+    assert not outcome.passed and "label" in outcome.metadata["failed"]  # a float in pandas
+
+
+def test_gx_is_given_only_the_columns_its_expectations_read():
+    import great_expectations.expectations as gxe
+
+    frame = raw_frame(GOOD)
+    by_column = [gxe.ExpectColumnValuesToNotBeNull(column="label")]
+    assert judged_columns(frame, by_column) == ["label"]
+    table = [*by_column, gxe.ExpectTableColumnsToMatchSet(column_set=frame.columns)]
+    assert judged_columns(frame, table) == frame.columns
+
+
+def tweeteval_hate_train(tmp_path: Path) -> pl.DataFrame:
+    from assets.data.sources.transports import DEFAULT_SOURCE, read_source
+
+    source = read_source(DEFAULT_SOURCE, tmp_path / "cache", lambda message: None)
+    return source.frame.filter(pl.col("source_split") == "train")
+
+
+def test_a_plain_csv_export_counts_empty_texts_as_the_tweeteval_folder_does(tmp_path):
+    from assets.data.sources.formats import read_table
+
+    train = tweeteval_hate_train(tmp_path)
+    assert (train["text"] == "").sum() == 7
+    # Python's csv module, like most exporters, writes an empty text as an unquoted empty cell
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows(train.select("text", "label").iter_rows())
+    assert sum(line.startswith(",") for line in buffer.getvalue().split("\n")) == 7
+    exported = read_table(buffer.getvalue().encode(), "hate_train.csv").frame
+
+    def verdicts(frame):
+        outcomes = raw_texts_outcomes(frame, ["not-hate", "hate"])
+        return {
+            name: (o.passed, o.severity, o.metadata.get("unexpected_count"))
+            for name, o in outcomes.items()
+        }
+
+    assert verdicts(exported) == verdicts(train)
+    assert verdicts(exported)["text_not_null"] == (True, Severity.ERROR, 0)
+    assert verdicts(exported)["empty_text_share"] == (True, Severity.WARN, 7)

@@ -207,3 +207,46 @@ def test_landed_rows_never_enter_test(tmp_path):
     assert frame["source_split"].to_list() == ["validation", "train"]
     with pytest.raises(SourceError, match="shaped.csv: 1 row\\(s\\) have split 'test'"):
         read_landed(shaped, ["positive", "negative"])
+
+
+def test_a_null_text_is_the_empty_text_in_every_table_format(tmp_path):
+    rows = [("hello", 0), (None, 1), ("", 0), ("bye", 1)]
+    (tmp_path / "data.csv").write_text('text,label\nhello,0\n,1\n"",0\nbye,1\n')
+    frame = pl.DataFrame(rows, schema={"text": pl.String, "label": pl.Int64}, orient="row")
+    frame.write_parquet(tmp_path / "data.parquet")
+    (tmp_path / "data.jsonl").write_text(
+        '{"text": "hello", "label": 0}\n{"text": null, "label": 1}\n'
+        '{"text": "", "label": 0}\n{"label": 1, "text": "bye"}\n'
+    )
+    for name in ("data.csv", "data.parquet", "data.jsonl"):
+        texts = read(tmp_path / name, tmp_path).frame["text"]
+        assert texts.to_list() == ["hello", "", "", "bye"], name
+
+
+def test_a_missing_label_is_still_an_error(tmp_path):
+    (tmp_path / "data.csv").write_text("text,label\nhello,0\nbye,\n")
+    with pytest.raises(SourceError, match="data.csv: row 2 has no label"):
+        read(tmp_path / "data.csv", tmp_path)
+
+
+def test_tables_are_parsed_from_bytes_with_a_byte_order_mark_and_bad_bytes_named(tmp_path):
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftext,label\nh\xc3\xa9,0\n")
+    source = read(tmp_path / "bom.csv", tmp_path)
+    assert source.frame["text"].to_list() == ["hé"]
+    (tmp_path / "bad.jsonl").write_bytes(
+        b'{"text": "a", "label": 0}\n{"text": "\xff", "label": 1}\n'
+    )
+    with pytest.raises(
+        SourceError, match=r"bad.jsonl: not UTF-8 text \(invalid byte 0xff on line 2"
+    ):
+        read(tmp_path / "bad.jsonl", tmp_path)
+
+
+def test_utf8_is_checked_across_block_boundaries(monkeypatch):
+    from assets.data.sources import formats
+
+    monkeypatch.setattr(formats, "UTF8_BLOCK_BYTES", 3)
+    data = "text,label\n\u00e9\u20ac\U0001f600,0\n".encode()  # 2-, 3- and 4-byte characters
+    assert formats.read_table(data, "x.csv").frame["text"].to_list() == ["\u00e9\u20ac\U0001f600"]
+    with pytest.raises(SourceError, match="invalid byte 0xe2 on line 3"):
+        formats.read_table(data + b"x\xe2\x82,1\n", "x.csv")  # a character cut short

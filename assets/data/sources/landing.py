@@ -1,13 +1,19 @@
 """Labelled files dropped into the landing folder (a local folder or a gs:// prefix): listed
-for the new-data sensor, read into `raw_texts` on top of the main source."""
+for the new-data sensor, read into `raw_texts` on top of the main source.
+
+Listing reads metadata only (one directory listing: names, sizes, modification stamps), so the
+sensor can ask a bucket prefix every tick without downloading it; the content is read, and
+hashed, only by the asset that ingests it."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
 
 import polars as pl
+from upath import UPath
 
 from assets.data.sources.formats import (
     RAW_SCHEMA,
@@ -18,29 +24,86 @@ from assets.data.sources.formats import (
 )
 from assets.locations import location
 
+# What copy and upload tools, editors and sync clients write while a file is still on its way
+# (or leave behind): never data, even when the name also ends in a table suffix.
+HIDDEN_PREFIXES = (".", "_", "~")
+TEMPORARY_SUFFIXES = (
+    ".tmp",
+    ".temp",
+    ".part",
+    ".partial",
+    ".crdownload",
+    ".download",
+    ".filepart",
+    ".gstmp",
+    ".swp",
+    "~",
+)
 
-@dataclass(frozen=True)
+
+def is_landed_table(name: str) -> bool:
+    """A name the landing folder treats as data: a table suffix, not hidden, not temporary.
+    `.`/`_`/`~` prefixes cover rsync's and gsutil's in-flight copies, Spark's `_SUCCESS`
+    markers and office lock files; the sensor and `raw_texts` use the same rule, so nothing
+    is ingested that the sensor would not trigger on."""
+    lower = name.lower()
+    if lower.startswith(HIDDEN_PREFIXES) or lower.endswith(TEMPORARY_SUFFIXES):
+        return False
+    return PurePosixPath(lower).suffix in TABLE_SUFFIXES
+
+
+def version_stamp(info: dict) -> str:
+    """What changes when a file is rewritten or replaced, short of reading it: the object
+    generation on GCS (new on every upload, even of the same bytes); elsewhere the modification
+    time, with the inode where there is one, since `mv` of another file over a landed one can
+    bring an older mtime with it."""
+    if info.get("generation") is not None:
+        return f"generation:{info['generation']}"
+    modified = info.get("mtime", info.get("updated", info.get("LastModified")))
+    if isinstance(modified, datetime):
+        modified = modified.timestamp()
+    inode = info.get("ino")
+    return f"mtime:{modified!r}" + (f",ino:{inode}" if inode is not None else "")
+
+
+@dataclass
 class LandedFile:
+    """One landed file as listed: its name, size and version stamp come from the listing; its
+    content is read only by `read`, and `checksum` is the sha256 of what was read, so the
+    lineage names exactly the bytes ingested even if the file changed after it was listed."""
+
     name: str
     size: int
-    checksum: str  # sha256 of the content
-    read: Callable[[], bytes]
+    version: str
+    path: UPath = field(repr=False, compare=False)
+    _checksum: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def read(self) -> bytes:
+        data = self.path.read_bytes()
+        self._checksum = hashlib.sha256(data).hexdigest()
+        return data
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the content as last read (reading it now if it has not been)."""
+        if self._checksum is None:
+            return hashlib.sha256(self.read()).hexdigest()
+        return self._checksum
 
 
 def landed_files(uri: str) -> list[LandedFile]:
-    """Table files directly in the landing folder, by name; a missing folder has none."""
+    """Table files directly in the landing folder, by name, from one listing that reads no
+    content; a missing folder has none."""
     folder = location(uri)
     if not folder.is_dir():
         return []
     files = []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not (path.suffix.lower() in TABLE_SUFFIXES and path.is_file()):
+    for info in folder.fs.ls(folder.path, detail=True):
+        name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") != "file" or not is_landed_table(name):
             continue
-        data = path.read_bytes()
-        files.append(
-            LandedFile(path.name, len(data), hashlib.sha256(data).hexdigest(), lambda d=data: d)
-        )
-    return files
+        files.append(LandedFile(name, int(info["size"]), version_stamp(info), folder / name))
+    return sorted(files, key=lambda file: file.name)
 
 
 def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:

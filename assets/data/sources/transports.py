@@ -1,21 +1,24 @@
 """Where source bytes come from: the copy of the default data shipped in this package, a local
-path or gs:// URI (one code path, `assets.locations`), an http(s) URL (downloaded with a
-cache), or BigQuery (through dagster-gcp)."""
+path or gs:// URI (one code path, `assets.locations`), an https URL (downloaded with a cache,
+`downloads`), or BigQuery (through dagster-gcp).
+
+A URI can carry a credential (a signed URL, `user:password@`): messages and logs name a source
+by `redact(uri)` only."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import urllib.error
-import urllib.request
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 
+from assets.data.sources.downloads import download_deadline, fetch, parse_url, positive_setting
 from assets.data.sources.formats import (
     TABLE_SUFFIXES,
     RawSource,
@@ -25,29 +28,33 @@ from assets.data.sources.formats import (
     read_tweeteval,
     tweeteval_file_names,
 )
+from assets.data.sources.redaction import redact
 from assets.locations import LocationError, google_credentials, location
-from assets.progress import Log, Progress
+from assets.progress import Log
 
 # The default data ships inside the package, so the first run needs no network; its upstream
 # is one setting away (TEXTOPS_SOURCE=<UPSTREAM_SOURCE>) and reads to the same data version.
 EMBEDDED = "embedded:"
 DEFAULT_SOURCE = f"{EMBEDDED}tweeteval/hate"
 UPSTREAM_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
+BIGQUERY_MAX_BYTES_ENV = "TEXTOPS_BIGQUERY_MAX_BYTES"
+DEFAULT_BIGQUERY_MAX_BYTES = 10 * 1024**3
 
 
-def read_source(uri: str, cache: Path, log: Log) -> RawSource:
-    """Read any supported source URI into the raw_texts frame."""
+def read_source(uri: str, cache: Path, log: Log, warn: Log | None = None) -> RawSource:
+    """Read any supported source URI into the raw_texts frame; `warn` (default `log`) gets what
+    a person should notice, such as a stale cached copy used while the network is down."""
     if uri.startswith(EMBEDDED):
         return read_embedded(uri, log)
-    if uri.startswith(("https://", "http://")):
-        return _read_url(uri, cache, log)
+    if uri.lower().startswith(("https://", "http://")):
+        return read_url(uri, cache, log, warn or log)
     if uri.startswith("bigquery:"):
         parse_bigquery(uri)  # a malformed URI is named before any client is made
         with as_source_error(uri), bigquery_client() as client:
             return read_bigquery(client, uri, log)
     if "://" in uri and not uri.startswith("gs://"):
         raise SourceError(
-            f"{uri}: unsupported URI scheme; use a local path, https://, gs://bucket/path, "
+            f"{redact(uri)}: unsupported URI scheme; use a local path, https://, gs://bucket/path, "
             f"bigquery://[project.]dataset.table, bigquery:SELECT … or {DEFAULT_SOURCE}"
         )
     with as_source_error(uri):
@@ -107,7 +114,7 @@ def as_source_error(uri: str) -> Iterator[None]:
         with _google_errors(uri):
             yield
     except LocationError as error:
-        raise SourceError(str(error)) from None
+        raise SourceError(str(error).replace(uri, redact(uri))) from None
 
 
 @contextmanager
@@ -121,7 +128,7 @@ def _google_errors(uri: str) -> Iterator[None]:
         with google_credentials(uri):
             yield
     except (exceptions.GoogleAPIError, PermissionError) as error:
-        raise SourceError(f"{uri}: cannot read ({error})") from None
+        raise SourceError(f"{redact(uri)}: cannot read ({error})") from None
 
 
 def bigquery_client():
@@ -133,9 +140,15 @@ def bigquery_client():
 
 
 def parse_bigquery(uri: str) -> tuple[str, str]:
-    """("query", SQL) or ("table", "[project.]dataset.table") of a bigquery: URI."""
+    """("query", SQL) or ("table", "[project.]dataset.table") of a bigquery: URI. A query that
+    is plainly more than one statement is refused here, before any client exists."""
     spec = uri.removeprefix("bigquery:")
     if spec.lstrip().lower().startswith(("select", "with")):
+        if is_script(spec):
+            raise SourceError(
+                f"{uri}: more than one SQL statement; a BigQuery source is one read-only SELECT "
+                "(or WITH … SELECT), with no ';' before another statement"
+            )
         return "query", spec
     table_id = spec.removeprefix("//")
     parts = table_id.split(".")
@@ -147,92 +160,120 @@ def parse_bigquery(uri: str) -> tuple[str, str]:
     return "table", table_id
 
 
+# Strings, quoted identifiers and comments of GoogleSQL, where a ';' ends nothing.
+_SQL_QUOTED = re.compile(
+    r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\""
+    r"|`(?:\\.|[^`\\])*`|--[^\n]*|#[^\n]*|/\*.*?\*/",
+    re.DOTALL,
+)
+
+
+def is_script(sql: str) -> bool:
+    """Whether `sql` has a statement after a `;` (outside strings and comments). Only a first
+    guard, which needs no network; BigQuery's dry run decides what the statement is."""
+    code = _SQL_QUOTED.sub(" ", sql)
+    _, semicolon, rest = code.partition(";")
+    return bool(semicolon) and bool(rest.replace(";", "").strip())
+
+
+def bigquery_max_bytes() -> int:
+    return positive_setting(BIGQUERY_MAX_BYTES_ENV, DEFAULT_BIGQUERY_MAX_BYTES, int)
+
+
 def read_bigquery(client, uri: str, log: Log) -> RawSource:
     """`bigquery://project.dataset.table` (or `dataset.table`) or `bigquery:SELECT …`: rows with
-    `text` and `label` (id or name) and optionally `split`."""
+    `text` and `label` (id or name) and optionally `split`.
+
+    A table is read with list_rows, which bills no query bytes. A query is first a dry run: it
+    must be one SELECT by BigQuery's own reading (no DML, DDL or script, whatever the text looks
+    like) and process at most TEXTOPS_BIGQUERY_MAX_BYTES; the real query runs with that cap as
+    `maximum_bytes_billed`, so BigQuery itself refuses to bill more."""
     kind, spec = parse_bigquery(uri)
-    try:
-        if kind == "query":
-            log("running the BigQuery query")
-            table = client.query(spec).to_dataframe()
-        else:
-            log(f"reading BigQuery table {spec}")
+    if kind == "query":
+        table = _run_query(client, uri, spec, log)
+    else:
+        log(f"reading BigQuery table {spec}")
+        with _bigquery_failure(uri, "read"):
             table = client.list_rows(spec).to_dataframe()
-    except Exception as error:  # google-cloud-bigquery raises many error types
-        raise SourceError(f"{uri}: BigQuery read failed: {error}") from None
     return frame_to_source(pl.from_pandas(table), uri)
+
+
+def _run_query(client, uri: str, sql: str, log: Log):
+    from google.cloud import bigquery
+
+    cap = bigquery_max_bytes()
+    with _bigquery_failure(uri, "dry run"):
+        dry_run = client.query(
+            sql, job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        )
+    if dry_run.statement_type != "SELECT":
+        raise SourceError(
+            f"{uri}: BigQuery reads this as a {dry_run.statement_type} statement; a source "
+            "query must be one read-only SELECT (or WITH … SELECT). Nothing was run"
+        )
+    processed = dry_run.total_bytes_processed or 0
+    if processed > cap:
+        raise SourceError(
+            f"{uri}: the query would process {processed:,} bytes, more than the cap of {cap:,} "
+            f"bytes; select fewer columns or rows, or set {BIGQUERY_MAX_BYTES_ENV} to a larger "
+            "number of bytes. Nothing was run"
+        )
+    log(f"running the BigQuery query ({processed:,} bytes to process, at most {cap:,} billed)")
+    with _bigquery_failure(uri, "read"):
+        job = client.query(sql, job_config=bigquery.QueryJobConfig(maximum_bytes_billed=cap))
+        return job.to_dataframe()
+
+
+@contextmanager
+def _bigquery_failure(uri: str, step: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:  # google-cloud-bigquery raises many error types
+        raise SourceError(f"{uri}: BigQuery {step} failed: {error}") from None
 
 
 # --- https sources ---------------------------------------------------------------------------
 
 
-def _read_url(url: str, cache: Path, log: Log) -> RawSource:
-    base = url.rstrip("/")
-    if base.lower().endswith(TABLE_SUFFIXES):
-        return read_table(fetch(base, cache, log), base.rsplit("/", 1)[-1])
+def read_url(uri: str, cache: Path, log: Log, warn: Log) -> RawSource:
+    """A table file or a TweetEval folder at an https URL (see `downloads` for what a download
+    may do and how it is cached).
+
+    `#sha256=<hex>` pins the content. For a file, it is the file's sha256 (`sha256sum
+    data.csv`). For a TweetEval folder, it is the sha256 of the folder's SHA256SUMS listing in
+    the layout textops ships (`embedded/tweeteval/hate/SHA256SUMS`): `sha256sum mapping.txt
+    train_text.txt train_labels.txt val_text.txt val_labels.txt test_text.txt test_labels.txt |
+    sha256sum`. One pin then covers every file, and the shipped SHA256SUMS of a dataset gives
+    the pin of its upstream folder."""
+    source = parse_url(uri)
+    deadline = download_deadline()
+    path = urlsplit(source.address).path.rstrip("/")
+    if path.lower().endswith(TABLE_SUFFIXES):
+        try:
+            data = fetch(source, cache, log, warn, deadline)
+        except FileNotFoundError:
+            raise SourceError(f"{source.shown}: not found (HTTP 404); check the URL") from None
+        return read_table(data, path.rsplit("/", 1)[-1])
     files = {}
     for name in tweeteval_file_names():
         try:
-            files[name] = fetch(f"{base}/{name}", cache, log)
+            files[name] = fetch(source.child(name), cache, log, warn, deadline)
         except FileNotFoundError:
             continue  # read_tweeteval names every missing file at once
-    return read_tweeteval(files, url)
+    if source.pin and len(files) == len(tweeteval_file_names()):
+        listing = folder_listing(files)
+        digest = hashlib.sha256(listing.encode()).hexdigest()
+        if digest != source.pin:
+            raise SourceError(
+                f"{source.shown}: the folder's SHA256SUMS listing has sha256 {digest}, not the "
+                f"pinned {source.pin}; the files changed at the source or on the way. They "
+                f"hash to:\n{listing}Check them, then update the #sha256= pin"
+            )
+    return read_tweeteval(files, source.shown)
 
 
-def fetch(url: str, cache: Path, log: Log) -> bytes:
-    """Download `url` with a progress log; blobs are cached by content hash, revalidated by ETag.
-
-    Raises FileNotFoundError on 404 and SourceError when the URL cannot be reached and nothing is
-    cached for it.
-    """
-    index_path = cache / "downloads" / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    entry = index.get(url)
-    blob = cache / "downloads" / "blobs" / entry["sha256"] if entry else None
-    request = urllib.request.Request(url, headers={"User-Agent": "textops"})
-    if entry and blob and blob.exists() and entry.get("etag"):
-        request.add_header("If-None-Match", entry["etag"])
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            data = _read_with_progress(response, url, log)
-            etag = response.headers.get("ETag")
-    except urllib.error.HTTPError as error:
-        if error.code == 304 and blob is not None:
-            log(f"{url}: unchanged (cached {entry['sha256'][:12]})")
-            return blob.read_bytes()
-        if error.code == 404:
-            raise FileNotFoundError(url) from None
-        raise SourceError(f"{url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        if blob is not None and blob.exists():
-            log(f"{url}: unreachable ({error}); using the cached copy {entry['sha256'][:12]}")
-            return blob.read_bytes()
-        raise SourceError(
-            f"{url}: cannot download ({getattr(error, 'reason', error)}). If this machine is "
-            "offline, set TEXTOPS_SOURCE to a local copy (a TweetEval folder or a CSV / Parquet "
-            "/ JSONL file)"
-        ) from None
-    digest = hashlib.sha256(data).hexdigest()
-    blob = cache / "downloads" / "blobs" / digest
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    if not blob.exists():
-        tmp = blob.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(blob)
-    index[url] = {"sha256": digest, "etag": etag}
-    tmp_index = index_path.with_suffix(".tmp")
-    tmp_index.write_text(json.dumps(index, indent=2))
-    tmp_index.replace(index_path)
-    return data
-
-
-def _read_with_progress(response, url: str, log: Log, every_s: float = 2.0) -> bytes:
-    total = int(response.headers.get("Content-Length") or 0)
-    progress = Progress(log, f"downloading {url}", total / 1e6, "MB", every_s)
-    chunks, done = [], 0
-    while chunk := response.read(1 << 16):
-        chunks.append(chunk)
-        done += len(chunk)
-        progress.update(done / 1e6)
-    progress.finish()
-    return b"".join(chunks)
+def folder_listing(files: dict[str, bytes]) -> str:
+    """`sha256sum`'s output for the files of a TweetEval folder, in the order of SHA256SUMS."""
+    return "".join(
+        f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n" for name in tweeteval_file_names()
+    )
