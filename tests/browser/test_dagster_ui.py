@@ -52,7 +52,7 @@ def test_evaluation_report_shows_its_table_and_confusion_matrix(dagster_ui, page
     page.goto(f"{dagster_ui}/assets/evaluation_report")
     report = metadata_row(page, "report")
     # the report's markdown renders as text and a per-class table
-    expect(report).to_contain_text(re.compile(r"macro f1: \d\.\d{4} \(95 % CI"))
+    expect(report).to_contain_text(re.compile(r"macro F1: \d\.\d{4} \(95 % CI"))
     table = report.locator("table")
     expect(table.locator("tbody tr")).to_have_count(2)
     assert table.locator("th").all_inner_texts()[:4] == ["class", "precision", "recall", "F1"]

@@ -43,6 +43,10 @@ def test_generated_dockerfile_passes_hadolint_at_error_threshold(built):
 
 
 def test_the_bento_pins_the_locked_versions_with_their_hashes(built):
+    """The bento installs exactly its build file's lock: bento-onnx.lock for an ONNX variant,
+    bento-torch.lock when PyTorch is served (whichever the parity check chose), or the one
+    the asset's `bentofile` names."""
+    from assets.serving.package import ROOT, locked_requirements
     from tests.unit.test_lock import locked
 
     requirements = Path(built["bento_path"].value) / "env" / "python" / "requirements.txt"
@@ -51,8 +55,10 @@ def test_the_bento_pins_the_locked_versions_with_their_hashes(built):
         name.lower(): version
         for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.MULTILINE)
     }
-    lock = locked("textops.lock")
-    assert {"onnxruntime", "tokenizers", "bentoml"} <= set(pins)
+    lock_file = locked_requirements(ROOT / built["bentofile"].value)
+    lock = locked(lock_file.name)
+    runtime = "torch" if "torch" in lock else "onnxruntime"
+    assert {runtime, "tokenizers", "bentoml"} <= set(pins), lock_file.name
     assert {name: lock[name] for name in pins} == pins
     assert "--hash=sha256:" in text
 
