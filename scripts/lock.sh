@@ -45,8 +45,10 @@ compile requirements/bento-onnx.in "${locked[@]}" -o requirements/bento-onnx.loc
 compile requirements/bento-torch.in "${locked[@]}" --find-links "$torch_links" \
   -o requirements/bento-torch.lock
 
-# The CUDA images: torch and the NVIDIA libraries from PyPI, everything else as locked
-cuda_free=$(mktemp)
+# The CUDA images: torch and the NVIDIA libraries from PyPI, everything else as locked. The
+# constraint file has a fixed name: uv writes its path into the locks' annotations, and a
+# temporary name would change every GPU lock on every refresh.
+cuda_free=requirements/textops-without-torch.txt
 trap 'rm -f "$cuda_free"' EXIT
 python3 - requirements/textops.lock > "$cuda_free" <<'PY'
 import re, sys
