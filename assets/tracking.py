@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import dagster as dg
+
 from assets.interfaces.manifests import TextSplitsManifest
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import Files
+from assets.interfaces.tracker import Files, TrackingContext
+
+
+def tracking_context(
+    context: dg.AssetExecutionContext,
+    data_version: str | None = None,
+    model_version: str | None = None,
+) -> TrackingContext:
+    """The Dagster run, asset and code version a tracked run belongs to, with the versions it
+    worked on (the text_splits version, the fine_tuned_model version)."""
+    return TrackingContext(
+        context.run_id,
+        context.asset_key.to_user_string(),
+        context.assets_def.code_versions_by_key[context.asset_key],
+        data_version,
+        model_version,
+    )
 
 
 def splits_files(

@@ -28,14 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "tweeteval"
-CONSISTENCY_SAMPLE = 200
 
 from assets.serving.quantize import (  # noqa: E402
     FFN_OUTPUT,
     Calibration,
     dynamic_int8,
-    encoder_layers,
-    layer_nodes,
     matching_nodes,
     matmul_nodes,
     optimized,
@@ -58,7 +55,10 @@ def task_data(task: str) -> tuple[list[str], np.ndarray, list[str]]:
 
 
 def measure(path: Path, model_dir: Path, texts, y_true, reference, metric, max_length) -> dict:
-    from assets.model import metrics
+    """The parity check's numbers (assets/serving/export.py) for the ONNX model at `path`."""
+    from dataclasses import asdict
+
+    from assets.serving.export import ParityRules, batch_consistency, parity
     from bento.inference import (
         OnnxClassifier,
         Predictor,
@@ -76,21 +76,29 @@ def measure(path: Path, model_dir: Path, texts, y_true, reference, metric, max_l
     )
     predictor.predict_proba(texts[:64])
     started = time.perf_counter()
-    labels = predictor.predict_proba(texts).argmax(axis=1)
+    probabilities = predictor.predict_proba(texts)
     seconds = time.perf_counter() - started
-    sample = texts[:CONSISTENCY_SAMPLE]
-    alone = np.array([predictor.predict_proba([t])[0].argmax() for t in sample])
-    k = len(label_names(model_dir))
-    delta, low, high = metrics.paired_bootstrap(metric, y_true, labels, reference, k, 1000, 0)
-    return {
-        "agreement": float((labels == reference).mean()),
-        "value": metrics.score(metric, y_true, labels, k),
-        "delta": delta,
-        "delta_low": low,
-        "delta_high": high,
-        "batch_consistency": float((alone == labels[:CONSISTENCY_SAMPLE]).mean()),
-        "texts_per_s": len(texts) / seconds,
-    }
+    labels = probabilities.argmax(axis=1)
+    score = parity(
+        path.stem,
+        reference,
+        probabilities,
+        y_true,
+        metric,
+        ParityRules(),
+        len(texts) / seconds,
+        batch_consistency(predictor, texts, labels),
+    )
+    return asdict(score)
+
+
+def layer_nodes(nodes: list[str], layers: list[int]) -> list[str]:
+    """The MatMuls of whole encoder layers (exported names hold `/layer.<i>/`)."""
+    return matching_nodes(nodes, [rf"/layer\.{layer}/" for layer in layers])
+
+
+def encoder_layers(nodes: list[str]) -> list[int]:
+    return sorted({int(n.split("/layer.")[1].split("/")[0]) for n in nodes if "/layer." in n})
 
 
 def most_sensitive_layers(

@@ -215,11 +215,12 @@ class TextClassifier:
         )
         self._log_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
         self._log_slots = threading.BoundedSemaphore(LOG_BACKLOG)
-        self.batcher = GreedyBatcher(
-            self._run, max_batch=MAX_BATCH, max_queue=env_int("TEXTOPS_MAX_QUEUE", 512)
-        )
-        # BentoML's batches run here, one at a time (the model uses the cores itself)
-        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        if BATCHING == "greedy":
+            self.batcher = GreedyBatcher(
+                self._run, max_batch=MAX_BATCH, max_queue=env_int("TEXTOPS_MAX_QUEUE", 512)
+            )
+        else:  # BentoML's batches run here, one at a time (the model uses the cores itself)
+            self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def _run(self, texts: list[str]) -> np.ndarray:
         """One batch, on the inference thread."""

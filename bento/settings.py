@@ -6,7 +6,7 @@ import os
 
 
 def env_int(name: str, default: int, minimum: int = 1) -> int:
-    value = os.environ.get(name, "")
+    value = os.environ.get(name, "").strip()
     if not value:
         return default
     if not value.isdigit() or int(value) < minimum:

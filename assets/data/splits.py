@@ -16,9 +16,9 @@ from assets.interfaces.manifests import (
     as_output,
 )
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
+from assets.interfaces.tracker import ExperimentTracker, location_metadata
 from assets.metadata import class_shares, numeric_metadata
-from assets.tracking import splits_files
+from assets.tracking import splits_files, tracking_context
 from assets.versioning import combined_hash, frame_hash, source_version
 
 # A text found in two splits stays in the later one: test is never touched, so it stays the
@@ -149,12 +149,7 @@ def text_splits(
     sizes = {name: frame.height for name, frame in result.splits.items()}
     context.log.info(f"splits {sizes}; dropped {result.drops}")
     tracked = tracker.log_dataset(
-        TrackingContext(
-            context.run_id,
-            "text_splits",
-            context.assets_def.code_versions_by_key[context.asset_key],
-            data_version=version,
-        ),
+        tracking_context(context, data_version=version),
         splits_files(store, manifest, sizes),
     )
     numbers: dict[str, float | int] = {"dagster/row_count": sum(sizes.values())}

@@ -20,7 +20,6 @@ from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import (
     Evaluation,
     ExperimentTracker,
-    TrackingContext,
     location_metadata,
 )
 from assets.metadata import markdown_table, numeric_metadata
@@ -30,7 +29,7 @@ from assets.model.calibration import reliability_bins, reliability_diagram
 from assets.model.plots import confusion_matrix
 from assets.model.predict import load_classifier, predict
 from assets.plots import markdown_image
-from assets.tracking import model_files
+from assets.tracking import model_files, tracking_context
 from assets.versioning import source_version
 
 
@@ -196,13 +195,7 @@ def evaluation_report(
     store.write_bytes(f"{prefix}/reliability.png", reliability_png)
     store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
     tracked = tracker.log_evaluation(
-        TrackingContext(
-            context.run_id,
-            "evaluation_report",
-            context.assets_def.code_versions_by_key[context.asset_key],
-            text_splits.version,
-            fine_tuned_model.version,
-        ),
+        tracking_context(context, text_splits.version, fine_tuned_model.version),
         model_files(store, fine_tuned_model.path, {"model_version": fine_tuned_model.version}),
         tracked_evaluation(
             report,

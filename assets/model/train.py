@@ -8,14 +8,14 @@ import dagster as dg
 
 from assets.interfaces.manifests import MANIFEST_IO, ModelManifest, TextSplitsManifest, as_output
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
+from assets.interfaces.tracker import ExperimentTracker, location_metadata
 from assets.metadata import numeric_metadata
 from assets.model.calibration import calibration_summary, fit_temperature
 from assets.model.plots import training_curves
 from assets.model.predict import load_classifier, predict
 from assets.model.training.config import FineTuneConfig
 from assets.plots import markdown_image
-from assets.tracking import model_files, splits_files
+from assets.tracking import model_files, splits_files, tracking_context
 from assets.versioning import combined_hash, source_version
 from bento.inference import CALIBRATION_FILE
 
@@ -71,9 +71,7 @@ def fine_tuned_model(
     }
     code_version = context.assets_def.code_versions_by_key[context.asset_key]
     model_dir = f"fine_tuned_model/{version}"
-    tracking = TrackingContext(
-        context.run_id, "fine_tuned_model", code_version, text_splits.version, version
-    )
+    tracking = tracking_context(context, text_splits.version, version)
     from assets.model.training.fit import fine_tune  # lightning and torch: only when training
 
     with (

@@ -33,7 +33,7 @@ from assets.interfaces.manifests import (
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import Decision as TrackedDecision
-from assets.interfaces.tracker import ExperimentTracker, TrackingContext, location_metadata
+from assets.interfaces.tracker import ExperimentTracker, location_metadata
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
 from assets.progress import Log
@@ -47,7 +47,7 @@ from assets.serving.champion import (
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.rollback import roll_back
 from assets.serving.variants import serving_metadata
-from assets.tracking import model_files
+from assets.tracking import model_files, tracking_context
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
@@ -375,13 +375,7 @@ def approved_model(
     )
     judged_model = model_files(store, model.path, {"model_version": model.version})
     tracked = tracker.log_decision(
-        TrackingContext(
-            context.run_id,
-            "approved_model",
-            context.assets_def.code_versions_by_key[context.asset_key],
-            text_splits.version,
-            model.version,
-        ),
+        tracking_context(context, text_splits.version, model.version),
         TrackedDecision(
             decision.approved,
             decision.summary,

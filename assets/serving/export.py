@@ -119,6 +119,13 @@ def quantize_int8(
         quantize.static_int8(base, path, calibration, keep)
 
 
+def batch_consistency(predictor, texts: list[str], batched_labels: np.ndarray) -> float:
+    """Share of the first CONSISTENCY_SAMPLE texts labelled alone as they were in their batch."""
+    sample = texts[:CONSISTENCY_SAMPLE]
+    alone = np.array([predictor.predict_proba([text])[0].argmax() for text in sample])
+    return float((alone == batched_labels[: len(sample)]).mean())
+
+
 def parity(
     variant: str,
     reference_labels: np.ndarray,
@@ -224,7 +231,6 @@ def serving_variants(
     reference_value = metrics.score(
         metric, y_true, reference_labels, reference.probabilities.shape[1]
     )
-    sample = texts[:CONSISTENCY_SAMPLE]
     scores = [
         VariantScore(
             "pytorch",
@@ -238,7 +244,6 @@ def serving_variants(
     for variant in CANDIDATES:
         predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
         predicted = predict(predictor, texts, log, f"parity: {variant}")
-        alone = np.array([predictor.predict_proba([t])[0].argmax() for t in sample])
         score = parity(
             variant,
             reference_labels,
@@ -247,7 +252,7 @@ def serving_variants(
             metric,
             rules,
             len(texts) / predicted.seconds,
-            float((alone == predicted.labels[: len(sample)]).mean()),
+            batch_consistency(predictor, texts, predicted.labels),
         )
         scores.append(score)
         log(f"{variant}: {score.reason}, {score.texts_per_s:.0f} texts/s")

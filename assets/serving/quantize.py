@@ -95,27 +95,14 @@ def matmul_nodes(path: Path) -> list[str]:
     return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in {"MatMul", "Gemm"}]
 
 
-def layer_nodes(nodes: Iterable[str], layers: Iterable[int]) -> list[str]:
-    """The nodes of the given encoder layers (exported names hold `/layer.<i>/`)."""
-    marks = [f"/layer.{layer}/" for layer in layers]
-    return [n for n in nodes if any(mark in n for mark in marks)]
-
-
 def matching_nodes(nodes: Iterable[str], patterns: Iterable[str]) -> list[str]:
     """The nodes whose name matches any of the regular expressions `patterns`."""
     compiled = [re.compile(pattern) for pattern in patterns]
     return [n for n in nodes if any(pattern.search(n) for pattern in compiled)]
 
 
-def encoder_layers(nodes: Iterable[str]) -> list[int]:
-    return sorted({int(n.split("/layer.")[1].split("/")[0]) for n in nodes if "/layer." in n})
-
-
-CALIBRATION_METHODS = {
-    "minmax": lambda m: m.MinMax,
-    "percentile": lambda m: m.Percentile,
-    "entropy": lambda m: m.Entropy,
-}
+# onnxruntime.quantization.CalibrationMethod's members, by the names this module takes
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def static_int8(
@@ -147,7 +134,7 @@ def static_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[method](CalibrationMethod),
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
             op_types_to_quantize=["MatMul", "Gemm"],
             nodes_to_exclude=keep_fp32 or [],
             extra_options={

@@ -17,10 +17,9 @@ from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import (
     Decision,
     ExperimentTracker,
-    TrackingContext,
     location_metadata,
 )
-from assets.tracking import stored_model_files
+from assets.tracking import stored_model_files, tracking_context
 
 
 def _withdraw_or_confirm(
@@ -100,12 +99,7 @@ def roll_back(
     version = f"rollback-{context.run_id[:8]}"
     manifest = DecisionManifest.save(store, version, record, False, served.tag, served.labels)
     tracked = tracker.log_decision(
-        TrackingContext(
-            context.run_id,
-            "approved_model",
-            context.assets_def.code_versions_by_key[context.asset_key],
-            served.labels.get("data_version"),
-        ),
+        tracking_context(context, served.labels.get("data_version")),
         Decision(
             False,
             summary,

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from assets.data.sources.formats import SourceError
 from assets.data.sources.redaction import redact
 from assets.progress import Log, Progress
+from bento.settings import env_int, env_positive_float
 
 MAX_BYTES_ENV = "TEXTOPS_MAX_DOWNLOAD_BYTES"
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -150,16 +151,13 @@ def download_deadline() -> float:
 def positive_setting(name: str, default: float, kind: type = float):
     """The positive number in environment variable `name`, else `default`; anything else is
     refused, naming the variable, rather than read as "no limit"."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+    read = env_int if kind is int else env_positive_float
     try:
-        value = kind(raw)
+        return read(name, default)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise SourceError(f"{name}={raw!r}: expected a positive number (default {default})")
-    return value
+        raw = os.environ.get(name, "").strip()
+        message = f"{name}={raw!r}: expected a positive number (default {default})"
+        raise SourceError(message) from None
 
 
 def fetch(
@@ -237,10 +235,11 @@ class _Download:
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             return self._stale(entry, str(getattr(error, "reason", error)) or type(error).__name__)
         self._record(digest, headers.get("ETag"), headers.get("Last-Modified"))
-        data = self._verified_blob(digest)
-        if data is None:
-            raise SourceError(f"{source.shown}: the downloaded blob {digest[:12]} vanished")
-        return data
+        try:  # hashed on its way in: read back, not hashed again
+            return (self.blobs / digest).read_bytes()
+        except FileNotFoundError:
+            message = f"{source.shown}: the downloaded blob {digest[:12]} vanished"
+            raise SourceError(message) from None
 
     def _timeout(self) -> float:
         left = self.deadline - time.monotonic()
