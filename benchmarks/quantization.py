@@ -1,7 +1,7 @@
 """Int8 recipes for the serving model, side by side in one run against the PyTorch model on the
 test split: agreement, the paired difference of the official metric with its 95 % interval,
 batch consistency (a text labelled the same alone as in a batch) and texts/s in process
-(length-sorted batches of 32, tokenization included).
+(length-sorted batches of 32, tokenization included, the fastest of 3 passes).
 
     python benchmarks/quantization.py --model-tag textops-classifier:<version>
     python benchmarks/quantization.py --model-dir <a fine_tuned_model folder> --task hate
@@ -9,7 +9,9 @@ batch consistency (a text labelled the same alone as in a batch) and texts/s in 
 Recipes: the plain fp32 export; ONNX Runtime's transformer graph optimizations (fused attention,
 layer norm and GELU); dynamic int8 (activations quantized per call); static int8 (QDQ,
 activations calibrated once on training texts, min-max or percentile ranges), with and without
-the optimizations, and with the feed-forward output projections kept in fp32; with
+the optimizations, and with the feed-forward output projections kept in fp32; blockwise int8
+(MatMulNBits: weights and each token's activations quantized per block of input channels) at
+each block width; with
 --keep-layers N, also static int8 keeping in fp32 the N whole layers that move predictions most.
 """
 
@@ -28,10 +30,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "tweeteval"
+PASSES = 3  # timed passes over the test texts per recipe
 
 from assets.serving.quantize import (  # noqa: E402
+    BLOCK_SIZES,
     FFN_OUTPUT,
     Calibration,
+    blockwise_int8,
     dynamic_int8,
     matching_nodes,
     matmul_nodes,
@@ -75,9 +80,11 @@ def measure(path: Path, model_dir: Path, texts, y_true, reference, metric, max_l
         calibrated_temperature(model_dir),
     )
     predictor.predict_proba(texts[:64])
-    started = time.perf_counter()
-    probabilities = predictor.predict_proba(texts)
-    seconds = time.perf_counter() - started
+    seconds = []
+    for _ in range(PASSES):  # the fastest pass: a shared 2-core machine's noise only slows one
+        started = time.perf_counter()
+        probabilities = predictor.predict_proba(texts)
+        seconds.append(time.perf_counter() - started)
     labels = probabilities.argmax(axis=1)
     score = parity(
         path.stem,
@@ -86,7 +93,7 @@ def measure(path: Path, model_dir: Path, texts, y_true, reference, metric, max_l
         y_true,
         metric,
         ParityRules(),
-        len(texts) / seconds,
+        len(texts) / min(seconds),
         batch_consistency(predictor, texts, labels),
     )
     return asdict(score)
@@ -179,6 +186,12 @@ def main() -> None:
         "int8 static (QDQ, percentile), FFN output in fp32": lambda: static_int8(
             fp32, scratch / "static.pct.ffn.onnx", calibration, ffn_output, "percentile"
         ),
+        **{
+            f"int8 blockwise ({size}-wide blocks)": (
+                lambda size=size: blockwise_int8(fp32, scratch / f"blockwise.{size}.onnx", size)
+            )
+            for size in BLOCK_SIZES
+        },
     }
     results = {}
     print("| recipe | agreement | delta vs PyTorch [95 % CI] | alone = in batch | texts/s |")

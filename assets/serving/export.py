@@ -13,7 +13,7 @@ import numpy as np
 
 from assets.model import metrics
 from assets.progress import Log
-from assets.serving.quantize import FFN_OUTPUT
+from assets.serving.quantize import BLOCK_SIZES, FFN_OUTPUT
 
 # Variants in the order the service prefers them when equally fast: quantized, then exact ONNX,
 # then the PyTorch model itself (the reference every other variant is checked against).
@@ -34,18 +34,44 @@ class ParityRules:
     seed: int = 0
 
 
+# MatMuls each method keeps in fp32 unless told otherwise: static int8's per-tensor ranges cannot
+# hold the feed-forward output projections' input (GELU outputs with outlier channels) without
+# moving predictions; blockwise int8 scales each token's blocks on their own and keeps none.
+DEFAULT_FP32_MATMULS = {"blockwise": (), "static": (FFN_OUTPUT,), "dynamic": ()}
+
+
 @dataclass(frozen=True)
 class Quantization:
     """How the int8 variant is made (assets/serving/quantize.py; benchmarks/quantization.py
-    measures the recipes side by side). `static`: activations' ranges calibrated once on
-    `calibration_texts` training texts, so a text gets the same answer alone or in any batch;
-    `dynamic`: ranges taken from each call's batch. `fp32_matmuls`: regular expressions of the
-    MatMul nodes that stay in fp32 (by default the feed-forward output projections)."""
+    measures the recipes side by side). `blockwise`: int8 weights in blocks of `block_size`
+    input channels, each token's activations quantized per block at run time from its own
+    values; `static`: activations' ranges calibrated once on `calibration_texts` training texts;
+    both answer a text the same alone or in any batch. `dynamic`: ranges taken from each call's
+    batch. `fp32_matmuls`: regular expressions of the MatMul nodes that stay in fp32 (None: the
+    method's default, DEFAULT_FP32_MATMULS)."""
 
-    method: str = "static"
+    method: str = "blockwise"
     calibration_texts: int = 512
     graph_optimizations: bool = False
-    fp32_matmuls: tuple[str, ...] = (FFN_OUTPUT,)
+    fp32_matmuls: tuple[str, ...] | None = None
+    block_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.method not in DEFAULT_FP32_MATMULS:
+            raise ValueError(
+                f"quantization must be one of {', '.join(DEFAULT_FP32_MATMULS)}, "
+                f"got {self.method!r}"
+            )
+        if self.method == "blockwise" and self.block_size not in BLOCK_SIZES:
+            raise ValueError(
+                f"block_size must be one of {', '.join(map(str, BLOCK_SIZES))}, "
+                f"got {self.block_size}"
+            )
+
+    def kept_in_fp32(self) -> tuple[str, ...]:
+        if self.fp32_matmuls is None:
+            return DEFAULT_FP32_MATMULS[self.method]
+        return self.fp32_matmuls
 
 
 @dataclass
@@ -105,6 +131,7 @@ def quantize_int8(
     """The int8 variant of the fp32 export `source`, written to `path`, by `quantization`."""
     from assets.serving import quantize
 
+    patterns = quantization.kept_in_fp32()
     with tempfile.TemporaryDirectory() as scratch:
         base = source
         if quantization.graph_optimizations:
@@ -112,9 +139,10 @@ def quantize_int8(
         if quantization.method == "dynamic":
             quantize.dynamic_int8(base, path)
             return
-        if quantization.method != "static":
-            raise ValueError(f"quantization must be static or dynamic, got {quantization.method!r}")
-        keep = quantize.matching_nodes(quantize.matmul_nodes(base), quantization.fp32_matmuls)
+        keep = quantize.matching_nodes(quantize.matmul_nodes(base), patterns)
+        if quantization.method == "blockwise":
+            quantize.blockwise_int8(base, path, quantization.block_size, keep)
+            return
         calibration = quantize.Calibration(model_dir, calibration_texts, max_length)
         quantize.static_int8(base, path, calibration, keep)
 
@@ -264,7 +292,7 @@ def serving_variants(
         "max_length": max_length,
         "metric": metric.name,
         "rules": asdict(rules),
-        "quantization": asdict(quantization),
+        "quantization": {**asdict(quantization), "fp32_matmuls": list(quantization.kept_in_fp32())},
         "test_rows": len(texts),
         # what the numbers below were measured under; the service warns when it runs otherwise
         "runtime": {name: v for name, v in installed_versions().items() if v is not None},

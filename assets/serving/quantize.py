@@ -1,15 +1,20 @@
 """Int8 versions of an exported classifier with ONNX Runtime's quantization tools.
 
-`static_int8` calibrates the activations' ranges once, on training texts, and writes QDQ
-(QuantizeLinear/DequantizeLinear) pairs around the MatMuls: every text is then scaled the same
-way whatever else is in its batch. `dynamic_int8` quantizes activations per call, from the
-batch's own range, so a text's neighbours can move a close call. `optimized` applies ONNX
-Runtime's transformer graph fusions (attention, layer norm, GELU) first. benchmarks/
-quantization.py measures each recipe side by side."""
+`blockwise_int8` stores the weights as int8 in blocks of input channels (ONNX Runtime's
+MatMulNBits) and quantizes each token's activations at run time, block by block, from that
+token's own values: a text's answer cannot depend on its neighbours, and an outlier channel only
+coarsens the block it sits in, not the whole tensor. `static_int8` calibrates the activations'
+ranges once, on training texts, and writes QDQ (QuantizeLinear/DequantizeLinear) pairs around
+the MatMuls: every text is then scaled the same way whatever else is in its batch.
+`dynamic_int8` quantizes activations per call, from the batch's own range, so a text's
+neighbours can move a close call. `optimized` applies ONNX Runtime's transformer graph fusions
+(attention, layer norm, GELU) first. benchmarks/quantization.py measures each recipe side by
+side."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -86,6 +91,52 @@ def dynamic_int8(source: Path, target: Path) -> Path:
         extra_options=FLOAT_DEFAULT,
     )
     return target
+
+
+# MatMulNBits' blocks: a power of two of at least 16 input channels. ONNX Runtime answers a lone
+# text differently from the same text in a batch with 128-wide blocks (one kernel for a single
+# sequence, another for several), identically with 16, 32 and 64 (benchmarks/quantization.py).
+BLOCK_SIZES = (16, 32, 64)
+
+
+def blockwise_int8(
+    source: Path, target: Path, block_size: int = 64, keep_fp32: list[str] | None = None
+) -> Path:
+    """int8 weights, symmetric, one scale per block of `block_size` input channels of each
+    output channel, as MatMulNBits nodes at accuracy level 4: at run time every row (one token)
+    of the activations is quantized per block of the same width, and the products summed in
+    int32. Every MatMul with a weight is quantized (attention's activation-by-activation
+    products stay in fp32), except those named in `keep_fp32`."""
+    import onnx
+
+    MatMulNBitsQuantizer = _nbits_quantizer()
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(
+            f"block_size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {block_size}"
+        )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)),
+        bits=8,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 activations, int32 sums (0-3: weights dequantized to fp32)
+        nodes_to_exclude=keep_fp32 or [],
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    return target
+
+
+def _nbits_quantizer():
+    """ONNX Runtime's MatMulNBitsQuantizer, imported without the root-logger set-up its module
+    runs on import (logging.basicConfig at INFO, a line for every node of every model)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    from onnxruntime.quantization import matmul_nbits_quantizer
+
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger(matmul_nbits_quantizer.__name__).setLevel(logging.WARNING)
+    return matmul_nbits_quantizer.MatMulNBitsQuantizer
 
 
 def matmul_nodes(path: Path) -> list[str]:

@@ -26,7 +26,6 @@ from assets.metadata import markdown_table, numeric_metadata
 from assets.model.metrics import metric_label, parse_metric
 from assets.serving.export import ParityRules, Quantization
 from assets.serving.export import serving_variants as export_and_check
-from assets.serving.quantize import FFN_OUTPUT
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
 
@@ -47,11 +46,16 @@ class ServingVariantsConfig(dg.Config):
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
-    quantization: Literal["static", "dynamic"] = Field(
-        "static",
-        description="How the int8 variant is made: static (activation ranges calibrated once "
-        "on training texts; a text is answered the same alone or in any batch) or dynamic "
-        "(ranges from each call's batch)",
+    quantization: Literal["blockwise", "static", "dynamic"] = Field(
+        "blockwise",
+        description="How the int8 variant is made: blockwise (int8 weights in blocks of "
+        "block_size input channels, each token's activations quantized per block at run time "
+        "from its own values), static (activation ranges calibrated once on training texts); "
+        "with either, a text is answered the same alone or in any batch. dynamic: ranges from "
+        "each call's batch",
+    )
+    block_size: int = Field(
+        64, description="Input channels per block of the blockwise quantization: 16, 32 or 64"
     )
     calibration_texts: int = Field(
         512, ge=1, description="Training texts the static quantization calibrates on"
@@ -61,11 +65,12 @@ class ServingVariantsConfig(dg.Config):
         description="Apply ONNX Runtime's transformer fusions (attention, layer norm, GELU) "
         "before quantizing",
     )
-    fp32_matmuls: list[str] = Field(
-        default_factory=lambda: [FFN_OUTPUT],
-        description="Regular expressions of the MatMul nodes kept in fp32 in the static int8 "
-        "variant; default: the feed-forward output projections, the ones that move "
-        "predictions most (benchmarks/quantization.py)",
+    fp32_matmuls: list[str] | None = Field(
+        None,
+        description="Regular expressions of the MatMul nodes kept in fp32 in the int8 variant; "
+        "unset: the method's default, none for blockwise and the feed-forward output "
+        "projections for static (the ones that move predictions most under per-tensor ranges, "
+        "benchmarks/quantization.py)",
     )
     serving_variant: str = Field(
         "",
@@ -143,6 +148,13 @@ def serving_variants(
     model = fine_tuned_model
     require_trained_on(model, text_splits, "serving_variants")
     require_report_on(evaluation_report, model, "serving_variants")
+    quantization = Quantization(  # a bad method or block size fails here, before any work
+        config.quantization,
+        config.calibration_texts,
+        config.graph_optimizations,
+        None if config.fp32_matmuls is None else tuple(config.fp32_matmuls),
+        config.block_size,
+    )
     test = store.read_parquet(text_splits.paths["test"])
     train = store.read_parquet(text_splits.paths["train"])
     calibration = train.sample(min(config.calibration_texts, train.height), seed=0)
@@ -165,12 +177,7 @@ def serving_variants(
             ),
             context.log.info,
             config.serving_variant,
-            Quantization(
-                config.quantization,
-                config.calibration_texts,
-                config.graph_optimizations,
-                tuple(config.fp32_matmuls),
-            ),
+            quantization,
             calibration["text"].to_list(),
         )
         out = Path(scratch) / "variants"

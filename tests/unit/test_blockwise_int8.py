@@ -1,0 +1,119 @@
+"""Blockwise int8 (assets/serving/quantize.py): weights in blocks of input channels, each
+token's activations quantized per block at run time, so a row's answer is its own."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assets.serving.export import Quantization
+from assets.serving.quantize import blockwise_int8, matmul_nodes
+
+RNG = np.random.default_rng(0)
+
+
+def two_matmuls(path: Path) -> Path:
+    """x[batch, 96] -> MatMul(W1[96, 64]) -> Relu -> MatMul(W2[64, 3]), weights with a few large
+    input channels (the outliers per-tensor ranges cannot hold)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1 = RNG.normal(0, 0.1, (96, 64)).astype(np.float32)
+    w1[5] *= 30
+    w2 = RNG.normal(0, 0.1, (64, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="first/MatMul"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="second/MatMul"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 96])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("block_size", [16, 32, 64])
+def test_each_row_is_answered_alone_as_in_any_batch_and_close_to_fp32(tmp_path, block_size):
+    import onnx
+
+    source = two_matmuls(tmp_path / "fp32.onnx")
+    target = blockwise_int8(source, tmp_path / "int8.onnx", block_size)
+    ops = [n.op_type for n in onnx.load(str(target)).graph.node]
+    assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
+    x = RNG.normal(0, 1, (40, 96)).astype(np.float32)
+    x[:20] *= 50  # loud neighbours: they must not coarsen the quiet rows' scales
+    batch = run(target, x)
+    alone = np.concatenate([run(target, x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(alone, batch)
+    exact = run(source, x)
+    quiet = slice(20, 40)
+    error = np.abs(batch[quiet] - exact[quiet]).max() / np.abs(exact[quiet]).max()
+    assert error < 0.02  # per-tensor ranges set by the loud rows would lose the quiet ones
+
+
+def test_named_matmuls_stay_in_fp32(tmp_path):
+    import onnx
+
+    source = two_matmuls(tmp_path / "fp32.onnx")
+    target = blockwise_int8(source, tmp_path / "int8.onnx", 32, ["second/MatMul"])
+    nodes = {n.name: n.op_type for n in onnx.load(str(target)).graph.node}
+    assert nodes["second/MatMul"] == "MatMul"
+    assert matmul_nodes(target) == ["second/MatMul"]
+    assert sum(op == "MatMulNBits" for op in nodes.values()) == 1
+
+
+def test_quantization_settings_are_checked_when_made():
+    with pytest.raises(ValueError, match="block_size must be one of 16, 32, 64, got 128"):
+        Quantization("blockwise", block_size=128)
+    with pytest.raises(ValueError, match="quantization must be one of blockwise, static, dynamic"):
+        Quantization("fp16")
+    assert Quantization("static").kept_in_fp32() == (r"/layer\.\d+/output/dense/",)
+    assert Quantization().kept_in_fp32() == ()
+    assert Quantization("static", fp32_matmuls=()).kept_in_fp32() == ()
+
+
+class Batches:
+    """A calibration reader as ONNX Runtime's calibrators read one (get_next, rewind)."""
+
+    def __init__(self, batches: list[np.ndarray]):
+        self.batches, self.position = batches, 0
+
+    def get_next(self):
+        if self.position >= len(self.batches):
+            return None
+        self.position += 1
+        return {"x": self.batches[self.position - 1]}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def test_static_int8_is_answered_alone_as_in_a_batch_and_keeps_named_matmuls(tmp_path):
+    import onnx
+
+    from assets.serving.quantize import static_int8
+
+    source = two_matmuls(tmp_path / "fp32.onnx")
+    calibration = Batches([RNG.normal(0, 1, (16, 96)).astype(np.float32) for _ in range(4)])
+    target = static_int8(source, tmp_path / "int8.onnx", calibration, ["second/MatMul"])
+    graph = onnx.load(str(target)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    first, second = (next(n for n in graph.node if n.name == name) for name in
+                     ("first/MatMul", "second/MatMul"))  # fmt: skip
+    assert first.input[1] in dequantized and second.input[1] == "w2"
+    x = RNG.normal(0, 1, (24, 96)).astype(np.float32)
+    x[:12] *= 50
+    alone = np.concatenate([run(target, x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(alone, run(target, x))
