@@ -92,6 +92,7 @@ def variants_markdown(serving: dict[str, Any]) -> str:
             f"{score['agreement']:.2%}",
             f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
             f"{score['texts_per_s']:.0f}",
+            f"{score['alone_texts_per_s']:.0f}" if "alone_texts_per_s" in score else "",
             "yes" if score["passed"] else "**no**",
         ]
         for name, score in serving["variants"].items()
@@ -102,14 +103,15 @@ def variants_markdown(serving: dict[str, Any]) -> str:
         "vs PyTorch [95 % CI]",
         "agreement",
         "alone = in batch",
-        "texts/s",
+        "texts/s in batches",
+        "texts/s alone",
         "eligible",
     ]
     return "\n".join(
         [
             f"serving **{serving['variant']}**: {serving['why']}",
             "",
-            *markdown_table(header, rows, align="lrrrrrc"),
+            *markdown_table(header, rows, align="lrrrrrrc"),
         ]
     )
 
@@ -123,7 +125,8 @@ def serving_metadata(serving: dict[str, Any]) -> dict[str, Any]:
             {
                 f"{name}/{key}": score[key]
                 for name, score in serving["variants"].items()
-                for key in ("value", "agreement", "texts_per_s")
+                for key in ("value", "agreement", "texts_per_s", "alone_texts_per_s")
+                if key in score
             }
         ),
     }

@@ -81,3 +81,16 @@ def test_a_pinned_variant_is_served_whatever_parity_says():
     assert choose(scores, pinned="onnx-int8")[0] == "onnx-int8"
     with pytest.raises(ValueError, match="serving_variant 'tensorrt' is not one of"):
         choose(scores, pinned="tensorrt")
+
+
+def test_the_choice_weighs_lone_texts_as_much_as_full_batches():
+    # int8 a little slower in batches of 32 but much faster one text at a time (the service at
+    # low load): served; fp32 faster both ways: served
+    int8 = VariantScore("onnx-int8", 0.5, 1.0, 290.0, True, "within", alone_texts_per_s=150.0)
+    fp32 = VariantScore("onnx-fp32", 0.5, 1.0, 300.0, True, "within", alone_texts_per_s=100.0)
+    variant, why = choose([fp32, int8])
+    assert variant == "onnx-int8"
+    assert "290 texts/s in batches, 150 alone" in why
+    fp32.alone_texts_per_s = 160.0
+    assert choose([fp32, int8])[0] == "onnx-fp32"
+    assert int8.speed() == pytest.approx((290.0 * 150.0) ** 0.5)
