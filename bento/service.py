@@ -95,12 +95,13 @@ def _threads() -> int:
 # Which batcher runs concurrent requests together: `greedy`, the service's own (a lone request
 # runs at once, what arrives meanwhile runs next; refuses with 429 past its queue), or `bentoml`,
 # BentoML's adaptive batching (it waits up to an adaptive window to fill a batch).
-# benchmarks/serving.py measured both on the same model and load (onnx-fp32, 2 cores, one run):
-# req/s greedy / bentoml 0.94x at c=1, 0.95x at c=8, 0.99x at c=32, 1.02x at c=64, no errors
-# either way; p99 17 vs 16 ms at c=1, then 79 vs 94, 275 vs 292 and 400 vs 412 ms. A tie on
-# throughput within run-to-run noise, so greedy stays the default for what it adds: a lower p99
-# under load, and a bounded queue that refuses at once with 429 (BentoML's batcher has no
-# queue bound; it cancels requests that waited past max_latency, a 503 after the wait).
+# benchmarks/serving.py measured both on the same model and load (onnx-fp32, 2 cores), twice:
+# req/s greedy / bentoml 0.94x at c=1, 0.95x at c=8, 0.99x at c=32, 1.02x at c=64 (p99 17 vs
+# 16 ms, 79 vs 94, 275 vs 292, 400 vs 412), then 0.95x, 1.04x, 1.04x, 1.01x (p99 16 vs 15,
+# 62 vs 68, 246 vs 241, 394 vs 379), no errors either way. A tie within run-to-run noise, so
+# greedy stays the default for what it adds: a bounded queue that refuses at once with 429
+# (BentoML's batcher has no queue bound; it cancels requests that waited past max_latency, a
+# 503 after the wait).
 BATCHING = os.environ.get("TEXTOPS_BATCHING", "greedy").strip().lower()
 if BATCHING not in {"greedy", "bentoml"}:
     raise ValueError(f"TEXTOPS_BATCHING must be greedy or bentoml, got {BATCHING!r}")
