@@ -99,6 +99,13 @@ def dynamic_int8(source: Path, target: Path) -> Path:
 BLOCK_SIZES = (16, 32, 64)
 
 
+def check_block_size(block_size: int) -> None:
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(
+            f"block_size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {block_size}"
+        )
+
+
 def blockwise_int8(
     source: Path, target: Path, block_size: int = 64, keep_fp32: list[str] | None = None
 ) -> Path:
@@ -109,12 +116,8 @@ def blockwise_int8(
     products stay in fp32), except those named in `keep_fp32`."""
     import onnx
 
-    MatMulNBitsQuantizer = _nbits_quantizer()
-    if block_size not in BLOCK_SIZES:
-        raise ValueError(
-            f"block_size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {block_size}"
-        )
-    quantizer = MatMulNBitsQuantizer(
+    check_block_size(block_size)
+    quantizer = _nbits_quantizer()(
         onnx.load(str(source)),
         bits=8,
         block_size=block_size,
