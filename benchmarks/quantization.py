@@ -10,7 +10,8 @@ time (the 200 texts of the consistency sample).
 Recipes: the plain fp32 export; ONNX Runtime's transformer graph optimizations (fused attention,
 layer norm and GELU); dynamic int8 (activations quantized per call); static int8 (QDQ,
 activations calibrated once on training texts, min-max or percentile ranges), with and without
-the optimizations, and with the feed-forward output projections kept in fp32; blockwise int8
+the optimizations, and with the feed-forward output projections kept in fp32; smoothed int8
+(static, percentile, after SmoothQuant's channel scales) at each --alphas; blockwise int8
 (MatMulNBits: weights and each token's activations quantized per block of input channels) at
 each block width; with
 --keep-layers N, also static int8 keeping in fp32 the N whole layers that move predictions most.
@@ -42,6 +43,7 @@ from assets.serving.quantize import (  # noqa: E402
     matching_nodes,
     matmul_nodes,
     optimized,
+    smoothed,
     static_int8,
 )
 
@@ -140,6 +142,9 @@ def main() -> None:
     parser.add_argument(
         "--keep-layers", type=int, default=0, help="also: the N most sensitive layers in fp32"
     )
+    parser.add_argument(
+        "--alphas", type=float, nargs="+", default=[0.5, 0.75, 0.85], help="smoothing strengths"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from assets.model import metrics
@@ -189,6 +194,17 @@ def main() -> None:
         "int8 static (QDQ, percentile), FFN output in fp32": lambda: static_int8(
             fp32, scratch / "static.pct.ffn.onnx", calibration, ffn_output, "percentile"
         ),
+        **{
+            f"int8 smoothed (alpha {alpha}, percentile)": (
+                lambda alpha=alpha: static_int8(
+                    smoothed(fp32, scratch / f"smoothed.{alpha}.fp32.onnx", calibration, alpha),
+                    scratch / f"smoothed.{alpha}.onnx",
+                    calibration,
+                    method="percentile",
+                )
+            )
+            for alpha in args.alphas
+        },
         **{
             f"int8 blockwise ({size}-wide blocks)": (
                 lambda size=size: blockwise_int8(fp32, scratch / f"blockwise.{size}.onnx", size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from assets.model import metrics
 from assets.progress import Log
-from assets.serving.quantize import FFN_OUTPUT, check_block_size
+from assets.serving.quantize import FFN_OUTPUT, check_alpha, check_block_size
 
 # Variants in the order the service prefers them when equally fast: quantized, then exact ONNX,
 # then the PyTorch model itself (the reference every other variant is checked against).
@@ -36,39 +36,53 @@ class ParityRules:
 
 # MatMuls each method keeps in fp32 unless told otherwise: static int8's per-tensor ranges cannot
 # hold the feed-forward output projections' input (GELU outputs with outlier channels) without
-# moving predictions; blockwise int8 scales each token's blocks on their own and keeps none.
-DEFAULT_FP32_MATMULS = {"blockwise": (), "static": (FFN_OUTPUT,), "dynamic": ()}
+# moving predictions; smoothing moves those channels' range into the weights, and blockwise int8
+# scales each token's blocks on their own: both keep none.
+DEFAULT_FP32_MATMULS = {"smoothed": (), "blockwise": (), "static": (FFN_OUTPUT,), "dynamic": ()}
 
 
 @dataclass(frozen=True)
 class Quantization:
     """How the int8 variant is made (assets/serving/quantize.py; benchmarks/quantization.py
-    measures the recipes side by side). `blockwise`: int8 weights in blocks of `block_size`
-    input channels, each token's activations quantized per block at run time from its own
-    values; `static`: activations' ranges calibrated once on `calibration_texts` training texts;
-    both answer a text the same alone or in any batch. `dynamic`: ranges taken from each call's
-    batch. `fp32_matmuls`: regular expressions of the MatMul nodes that stay in fp32 (None: the
-    method's default, DEFAULT_FP32_MATMULS)."""
+    measures the recipes side by side). `smoothed`: static int8 after SmoothQuant's channel
+    scales (strength `alpha`), ranges calibrated on `calibration_texts` training texts at their
+    99.999th percentile; `blockwise`: int8 weights in blocks of `block_size` input channels,
+    each token's activations quantized per block at run time from its own values; `static`:
+    activations' min-max ranges calibrated once; all three answer a text the same alone or in
+    any batch. `dynamic`: ranges taken from each call's batch. `fp32_matmuls`: regular
+    expressions of the MatMul nodes that stay in fp32 (None: the method's default,
+    DEFAULT_FP32_MATMULS). `fallback`: the method tried when the first one's int8 model fails
+    parity (None, or the method itself: none)."""
 
-    method: str = "blockwise"
+    method: str = "smoothed"
     calibration_texts: int = 512
     graph_optimizations: bool = False
     fp32_matmuls: tuple[str, ...] | None = None
     block_size: int = 64
+    alpha: float = 0.85
+    fallback: str | None = "blockwise"
 
     def __post_init__(self) -> None:
-        if self.method not in DEFAULT_FP32_MATMULS:
-            raise ValueError(
-                f"quantization must be one of {', '.join(DEFAULT_FP32_MATMULS)}, "
-                f"got {self.method!r}"
-            )
-        if self.method == "blockwise":
+        for name, method in (("quantization", self.method), ("fallback", self.fallback)):
+            if method not in DEFAULT_FP32_MATMULS and (name == "quantization" or method):
+                raise ValueError(
+                    f"{name} must be one of {', '.join(DEFAULT_FP32_MATMULS)}, got {method!r}"
+                )
+        if self.fallback == self.method:  # blockwise with the default fallback: no fallback
+            object.__setattr__(self, "fallback", None)
+        if "blockwise" in (self.method, self.fallback):
             check_block_size(self.block_size)
+        if self.method == "smoothed":
+            check_alpha(self.alpha)
 
     def kept_in_fp32(self) -> tuple[str, ...]:
         if self.fp32_matmuls is None:
             return DEFAULT_FP32_MATMULS[self.method]
         return self.fp32_matmuls
+
+    def falling_back(self) -> Quantization:
+        """The same settings on the fallback method, with no further fallback."""
+        return replace(self, method=self.fallback, fallback=None)
 
 
 @dataclass
@@ -151,6 +165,12 @@ def quantize_int8(
             quantize.blockwise_int8(base, path, quantization.block_size, keep)
             return
         calibration = quantize.Calibration(model_dir, calibration_texts, max_length)
+        if quantization.method == "smoothed":
+            base = quantize.smoothed(
+                base, Path(scratch) / "smoothed.onnx", calibration, quantization.alpha, keep
+            )
+            quantize.static_int8(base, path, calibration, keep, "percentile")
+            return
         quantize.static_int8(base, path, calibration, keep)
 
 
@@ -272,38 +292,30 @@ def serving_variants(
     from bento.inference import VARIANT_FILES
     from bento.runtime import installed_versions
 
-    started = time.monotonic()
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
-    quantize_int8(
-        model_dir,
-        model_dir / VARIANT_FILES["onnx-fp32"],
-        model_dir / VARIANT_FILES["onnx-int8"],
-        quantization,
-        calibration_texts or [],
-        max_length,
-    )
-    log(
-        f"exported ONNX and quantized it to int8 ({quantization.method}) in "
-        f"{time.monotonic() - started:.0f} s"
-    )
+
+    def quantized(how: Quantization) -> None:
+        started = time.monotonic()
+        quantize_int8(
+            model_dir,
+            model_dir / VARIANT_FILES["onnx-fp32"],
+            model_dir / VARIANT_FILES["onnx-int8"],
+            how,
+            calibration_texts or [],
+            max_length,
+        )
+        seconds = time.monotonic() - started
+        log(f"exported to ONNX and quantized to int8 ({how.method}) in {seconds:.0f} s")
+
+    quantized(quantization)
     reference_predictor = load_classifier(model_dir, max_length, "pytorch", micro_batch=32)
     reference = predict(reference_predictor, texts, log, "parity: pytorch")
     reference_labels = reference.labels
     reference_value = metrics.score(
         metric, y_true, reference_labels, reference.probabilities.shape[1]
     )
-    scores = [
-        VariantScore(
-            "pytorch",
-            reference_value,
-            1.0,
-            len(texts) / reference.seconds,
-            True,
-            "the reference",
-            alone_texts_per_s=answer_alone(reference_predictor, texts).texts_per_s,
-        )
-    ]
-    for variant in CANDIDATES:
+
+    def scored(variant: str) -> VariantScore:
         predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
         predicted = predict(predictor, texts, log, f"parity: {variant}")
         alone = answer_alone(predictor, texts)
@@ -318,8 +330,30 @@ def serving_variants(
             batch_consistency(alone, predicted.labels),
             alone.texts_per_s,
         )
-        scores.append(score)
         log(f"{variant}: {score.reason}, {pace(score)}")
+        return score
+
+    scores = [
+        VariantScore(
+            "pytorch",
+            reference_value,
+            1.0,
+            len(texts) / reference.seconds,
+            True,
+            "the reference",
+            alone_texts_per_s=answer_alone(reference_predictor, texts).texts_per_s,
+        )
+    ]
+    attempts = []  # int8 models that failed parity before the one kept
+    for variant in CANDIDATES:
+        score = scored(variant)
+        if variant == "onnx-int8" and not score.passed and quantization.fallback:
+            attempts.append({"method": quantization.method, **asdict(score)})
+            quantization = quantization.falling_back()
+            log(f"onnx-int8 failed parity; quantizing again, {quantization.method}")
+            quantized(quantization)
+            score = scored(variant)
+        scores.append(score)
     variant, why = choose(scores, pinned)
     log(f"serving {variant}: {why}")
     return {
@@ -328,7 +362,11 @@ def serving_variants(
         "max_length": max_length,
         "metric": metric.name,
         "rules": asdict(rules),
-        "quantization": {**asdict(quantization), "fp32_matmuls": list(quantization.kept_in_fp32())},
+        "quantization": {
+            **{k: v for k, v in asdict(quantization).items() if v is not None},
+            "fp32_matmuls": list(quantization.kept_in_fp32()),
+        },
+        "int8_attempts": [{k: v for k, v in a.items() if v is not None} for a in attempts],
         "test_rows": len(texts),
         # what the numbers below were measured under; the service warns when it runs otherwise
         "runtime": {name: v for name, v in installed_versions().items() if v is not None},

@@ -5,11 +5,12 @@ MatMulNBits) and quantizes each token's activations at run time, block by block,
 token's own values: a text's answer cannot depend on its neighbours, and an outlier channel only
 coarsens the block it sits in, not the whole tensor. `static_int8` calibrates the activations'
 ranges once, on training texts, and writes QDQ (QuantizeLinear/DequantizeLinear) pairs around
-the MatMuls: every text is then scaled the same way whatever else is in its batch.
-`dynamic_int8` quantizes activations per call, from the batch's own range, so a text's
-neighbours can move a close call. `optimized` applies ONNX Runtime's transformer graph fusions
-(attention, layer norm, GELU) first. benchmarks/quantization.py measures each recipe side by
-side."""
+the MatMuls: every text is then scaled the same way whatever else is in its batch. `smoothed`
+first moves part of each activation channel's range into the weights (SmoothQuant), so that
+per-tensor ranges fit the activations' outlier channels. `dynamic_int8` quantizes activations
+per call, from the batch's own range, so a text's neighbours can move a close call.
+`optimized` applies ONNX Runtime's transformer graph fusions (attention, layer norm, GELU)
+first. benchmarks/quantization.py measures each recipe side by side."""
 
 from __future__ import annotations
 
@@ -168,9 +169,11 @@ def static_int8(
 ) -> Path:
     """QDQ int8: weights per channel (signed, symmetric), activations (unsigned) at ranges
     calibrated once on `calibration` (`minmax`: the observed range; `percentile`: 99.999 % of
-    it, clipping outliers; `entropy`: the range that keeps the histogram's information). Only
-    MatMuls with a weight are quantized (attention's activation-by-activation products stay in
-    fp32, as dynamic quantization leaves them); the MatMuls named in `keep_fp32` stay too."""
+    it, clipping outliers; `entropy`: the range that keeps the histogram's information). The
+    inputs of the MatMuls with a weight are quantized, except those named in `keep_fp32`; their
+    outputs stay fp32 (ONNX Runtime would otherwise quantize them too, the logits included,
+    which moved 2.5 % more test labels on the default model and ran slower:
+    benchmarks/quantization.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -196,8 +199,101 @@ def static_int8(
                 "ActivationSymmetric": False,
                 "WeightSymmetric": True,
                 "MatMulConstBOnly": True,
+                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
             },
         )
     finally:
         prepared.unlink(missing_ok=True)
     return target
+
+
+# the bounds of a channel's smoothing factor: a channel that is silent in calibration or a weight
+# row of zeros must not turn into a huge or vanishing scale
+SMOOTHING_BOUNDS = (1e-2, 1e3)
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"smoothing alpha must lie in [0, 1], got {alpha}")
+
+
+def smoothed(
+    source: Path,
+    target: Path,
+    calibration: Calibration,
+    alpha: float,
+    keep_fp32: list[str] | None = None,
+) -> Path:
+    """`source` with the range of each MatMul input's channels shared with the weights
+    (SmoothQuant, Xiao et al. 2023): channel j of the input is divided by
+    s_j = max|x_j|^alpha / max|W_j|^(1 - alpha) (one Mul node per input tensor) and row j of
+    every weight that reads it multiplied by s_j, so the products are unchanged while the few
+    channels that dominate a layer norm's output no longer set the per-tensor range that every
+    other channel is quantized on. max|x_j| is taken over `calibration` as the calibrator sees
+    it; the MatMuls named in `keep_fp32` are left as they are. Saved to `target`, still fp32."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    check_alpha(alpha)
+    model = onnx.load(str(source))
+    graph = model.graph
+    weights = {w.name: w for w in graph.initializer if len(w.dims) == 2}
+    kept = set(keep_fp32 or [])
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights and node.name not in kept:
+            readers.setdefault(node.input[0], []).append(node)
+    if not readers:
+        onnx.save(model, str(target))
+        return target
+    peak = _channel_peaks(model, list(readers), calibration)
+    added = {}
+    for tensor, nodes in readers.items():
+        rows = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
+        weight_peak = np.max([np.abs(w).max(axis=1) for w in rows], axis=0)
+        scale = np.clip(
+            np.maximum(peak[tensor], 1e-5) ** alpha / np.maximum(weight_peak, 1e-5) ** (1 - alpha),
+            *SMOOTHING_BOUNDS,
+        ).astype(np.float32)
+        name = f"{tensor}_smoothed"
+        graph.initializer.append(numpy_helper.from_array(1 / scale, f"{name}_inverse_scale"))
+        added[tensor] = helper.make_node(
+            "Mul", [tensor, f"{name}_inverse_scale"], [name], name=f"{name}/Mul"
+        )
+        for node, w in zip(nodes, rows, strict=True):
+            weights[node.input[1]].CopyFrom(
+                numpy_helper.from_array((w * scale[:, None]).astype(np.float32), node.input[1])
+            )
+            node.input[0] = name
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(added.pop(i.name) for i in graph.input if i.name in added)
+    for node in nodes:  # each Mul right after the node that makes its input: still sorted
+        graph.node.append(node)
+        graph.node.extend(added.pop(o) for o in node.output if o in added)
+    onnx.save(model, str(target))
+    return target
+
+
+def _channel_peaks(model, tensors: list[str], calibration: Calibration) -> dict[str, np.ndarray]:
+    """max |x| per channel (last axis) of each of `tensors` over the calibration batches."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors
+        if t not in known
+    )  # fmt: skip
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    peak = {t: np.zeros(0, np.float32) for t in tensors}
+    calibration.rewind()
+    while (batch := calibration.get_next()) is not None:
+        for tensor, value in zip(tensors, session.run(tensors, batch), strict=True):
+            channels = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+            peak[tensor] = channels if not peak[tensor].size else np.maximum(peak[tensor], channels)
+    calibration.rewind()
+    return peak

@@ -46,13 +46,26 @@ class ServingVariantsConfig(dg.Config):
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
-    quantization: Literal["blockwise", "static", "dynamic"] = Field(
+    quantization: Literal["smoothed", "blockwise", "static", "dynamic"] = Field(
+        "smoothed",
+        description="How the int8 variant is made: smoothed (static int8 after SmoothQuant's "
+        "per-channel scales of strength smoothing_alpha, ranges calibrated on training texts), "
+        "blockwise (int8 weights in blocks of block_size input channels, each token's "
+        "activations quantized per block at run time from its own values), static (min-max "
+        "ranges calibrated once on training texts); with any of these a text is answered the "
+        "same alone or in any batch. dynamic: ranges from each call's batch",
+    )
+    quantization_fallback: str | None = Field(
         "blockwise",
-        description="How the int8 variant is made: blockwise (int8 weights in blocks of "
-        "block_size input channels, each token's activations quantized per block at run time "
-        "from its own values), static (activation ranges calibrated once on training texts); "
-        "with either, a text is answered the same alone or in any batch. dynamic: ranges from "
-        "each call's batch",
+        description="Quantize again this way (smoothed, blockwise, static or dynamic) when the "
+        "first int8 model fails parity; null: serve without int8 then",
+    )
+    smoothing_alpha: float = Field(
+        0.85,
+        ge=0,
+        le=1,
+        description="How much of each activation channel's range smoothed moves into the "
+        "weights (0: none, 1: all)",
     )
     block_size: int = Field(
         64, description="Input channels per block of the blockwise quantization: 16, 32 or 64"
@@ -68,7 +81,7 @@ class ServingVariantsConfig(dg.Config):
     fp32_matmuls: list[str] | None = Field(
         None,
         description="Regular expressions of the MatMul nodes kept in fp32 in the int8 variant; "
-        "unset: the method's default, none for blockwise and the feed-forward output "
+        "unset: the method's default, none for smoothed and blockwise, the feed-forward output "
         "projections for static (the ones that move predictions most under per-tensor ranges, "
         "benchmarks/quantization.py)",
     )
@@ -112,6 +125,11 @@ def variants_markdown(serving: dict[str, Any]) -> str:
             f"serving **{serving['variant']}**: {serving['why']}",
             "",
             *markdown_table(header, rows, align="lrrrrrrc"),
+            *(
+                f"\nonnx-int8 first made {a['method']}: {a['reason']}; made again "
+                f"{serving['quantization']['method']}"
+                for a in serving.get("int8_attempts", [])
+            ),
         ]
     )
 
@@ -157,6 +175,8 @@ def serving_variants(
         config.graph_optimizations,
         None if config.fp32_matmuls is None else tuple(config.fp32_matmuls),
         config.block_size,
+        config.smoothing_alpha,
+        config.quantization_fallback,
     )
     test = store.read_parquet(text_splits.paths["test"])
     train = store.read_parquet(text_splits.paths["train"])

@@ -121,20 +121,26 @@ def test_an_approved_model_carries_parity_checked_serving_variants(approved_grap
         assert 0 <= score["agreement"] <= 1 and score["texts_per_s"] > 0, name
     assert serving["variants"][serving["variant"]]["passed"]
     assert serving["variants"]["onnx-fp32"]["agreement"] == 1.0  # exact export
-    # blockwise int8: each token's activations scaled on their own, so a text's answer does
-    # not depend on its batch; every encoder MatMul with a weight is int8
-    assert serving["quantization"]["method"] == "blockwise"
-    assert serving["quantization"]["fp32_matmuls"] == []
+    # smoothed static int8: fixed ranges, so a text's answer does not depend on its batch; every
+    # encoder projection reads a quantized input, through its smoothing scales
+    assert serving["quantization"]["method"] == "smoothed"
+    assert serving["quantization"]["fp32_matmuls"] == [] and serving["int8_attempts"] == []
     assert serving["variants"]["onnx-int8"]["batch_consistency"] == 1.0
     import onnx
 
     int8 = onnx.load(str(path / "onnx" / "model.int8.onnx")).graph
-    blockwise = {n.name for n in int8.node if n.op_type == "MatMulNBits"}
-    layers = {n.name for n in int8.node if n.op_type == "MatMul" and "/layer." in n.name}
+    made_by = {o: n for n in int8.node for o in n.output}
     projections = ("/query/", "/key/", "/value/", "/output/dense/", "/intermediate/dense/")
-    assert {name for name in blockwise if "/layer." in name and "/output/dense/" in name}
-    assert not [name for name in layers if any(p in name for p in projections)]
-    assert layers  # attention's activation-by-activation products stay in fp32
+    layers = [n for n in int8.node if n.op_type == "MatMul" and "/layer." in n.name]
+    weighted = [n for n in layers if any(p in n.name for p in projections)]
+    encoder_layers = {n.name.split("/layer.")[1].split("/")[0] for n in layers}
+    assert len(weighted) == 6 * len(encoder_layers)  # Q, K, V, attention out, FFN in and out
+    for node in weighted:
+        quantized = made_by[node.input[0]]
+        assert quantized.op_type == "DequantizeLinear", node.name
+        assert made_by[made_by[quantized.input[0]].input[0]].op_type == "Mul"  # smoothing
+    assert not [n for n in int8.node if n.op_type == "QuantizeLinear" and
+                made_by.get(n.input[0]) in layers]  # fmt: skip
     assert model.info.labels["serving_variant"] == serving["variant"]
     meta = approved_graph["result"].asset_materializations_for_node("approved_model")[0].metadata
     assert meta["serving_variant"].value == serving["variant"]
@@ -169,6 +175,39 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
     assert serving["variant"] in {"onnx-fp32", "pytorch"}
     assert "failed: onnx-int8: macro_f1" in serving["why"]
     assert meta["onnx-int8/agreement"].value < 0.5
+    # the fallback (blockwise) was tried too, and failed the same way
+    assert [a["method"] for a in serving["int8_attempts"]] == ["smoothed"]
+    assert serving["quantization"]["method"] == "blockwise"
+
+
+def test_an_int8_model_that_fails_parity_is_made_again_by_the_fallback(approved_graph, monkeypatch):
+    import onnx
+
+    from assets.serving import export
+
+    real = export.quantize_int8
+
+    def first_broken(model_dir, source, path, quantization, *args):
+        if quantization.method != "smoothed":
+            return real(model_dir, source, path, quantization, *args)
+        graph = onnx.load(str(source))  # answers the opposite class
+        graph.graph.node[-1].output[0] = "logits_before"
+        graph.graph.node.append(onnx.helper.make_node("Neg", ["logits_before"], ["logits"]))
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(export, "quantize_int8", first_broken)
+    result = approve(approved_graph, ("serving_variants",))
+    assert result.success
+    serving = approved_graph["store"].read_json(
+        f"{result.output_for_node('serving_variants').path}/serving.json"
+    )
+    (attempt,) = serving["int8_attempts"]
+    assert attempt["method"] == "smoothed" and not attempt["passed"]
+    assert attempt["agreement"] < 0.5
+    assert serving["quantization"]["method"] == "blockwise"
+    assert serving["variants"]["onnx-int8"]["passed"]
+    meta = result.asset_materializations_for_node("serving_variants")[0].metadata
+    assert "onnx-int8 first made smoothed: macro_f1" in meta["serving_variants"].value
 
 
 def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approved_graph):
