@@ -305,7 +305,7 @@ def serving_variants(
             max_length,
         )
         seconds = time.monotonic() - started
-        log(f"exported to ONNX and quantized to int8 ({how.method}) in {seconds:.0f} s")
+        log(f"quantized the ONNX export to int8 ({how.method}) in {seconds:.0f} s")
 
     quantized(quantization)
     reference_predictor = load_classifier(model_dir, max_length, "pytorch", micro_batch=32)
