@@ -24,9 +24,11 @@ import numpy as np
 
 
 class Calibration:
-    """Texts tokenized as the service tokenizes them, in batches padded to one width (the
-    histogram calibrators stack every batch's activations, so their shapes must agree), as
-    ONNX Runtime's calibrator reads them (`get_next`, `rewind`)."""
+    """Texts tokenized as the service tokenizes them, in batches of one shape (ONNX Runtime's
+    histogram calibrators, percentile and entropy, stack every batch's activations, so their
+    shapes must agree): every batch is padded to the longest text, and the last one is filled
+    up with the first texts again. Read as ONNX Runtime's calibrator reads it (`get_next`,
+    `rewind`)."""
 
     def __init__(self, model_dir: Path, texts: list[str], max_length: int, batch: int = 32):
         from bento.inference import TextEncoder, pad_ids
@@ -36,6 +38,8 @@ class Calibration:
         encoder = TextEncoder(model_dir, max_length)
         ids = encoder.encode(texts)
         width = max(len(x) for x in ids)
+        batch = min(batch, len(ids))
+        ids += ids[: -len(ids) % batch]  # the last batch filled up: every batch `batch` rows
         self.batches: list[dict[str, np.ndarray]] = []
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]

