@@ -63,11 +63,11 @@ class Quantization:
     fallback: str | None = "blockwise"
 
     def __post_init__(self) -> None:
-        for name, method in (("quantization", self.method), ("fallback", self.fallback)):
-            if method not in DEFAULT_FP32_MATMULS and (name == "quantization" or method):
-                raise ValueError(
-                    f"{name} must be one of {', '.join(DEFAULT_FP32_MATMULS)}, got {method!r}"
-                )
+        methods = ", ".join(DEFAULT_FP32_MATMULS)
+        if self.method not in DEFAULT_FP32_MATMULS:
+            raise ValueError(f"quantization must be one of {methods}, got {self.method!r}")
+        if self.fallback and self.fallback not in DEFAULT_FP32_MATMULS:
+            raise ValueError(f"fallback must be one of {methods}, got {self.fallback!r}")
         if self.fallback == self.method:  # blockwise with the default fallback: no fallback
             object.__setattr__(self, "fallback", None)
         if "blockwise" in (self.method, self.fallback):
@@ -166,10 +166,7 @@ def quantize_int8(
             return
         calibration = quantize.Calibration(model_dir, calibration_texts, max_length)
         if quantization.method == "smoothed":
-            base = quantize.smoothed(
-                base, Path(scratch) / "smoothed.onnx", calibration, quantization.alpha, keep
-            )
-            quantize.static_int8(base, path, calibration, keep, "percentile")
+            quantize.smoothed_int8(base, path, calibration, quantization.alpha, keep)
             return
         quantize.static_int8(base, path, calibration, keep)
 
@@ -272,6 +269,11 @@ def choose(scores: list[VariantScore], pinned: str = "") -> tuple[str, str]:
     return best.variant, why + (f"; failed: {'; '.join(failed)}" if failed else "")
 
 
+def measured(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the unset ones: the model store takes no None in metadata."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def serving_variants(
     model_dir: Path,
     texts: list[str],
@@ -363,16 +365,12 @@ def serving_variants(
         "metric": metric.name,
         "rules": asdict(rules),
         "quantization": {
-            **{k: v for k, v in asdict(quantization).items() if v is not None},
+            **measured(asdict(quantization)),
             "fp32_matmuls": list(quantization.kept_in_fp32()),
         },
-        "int8_attempts": [{k: v for k, v in a.items() if v is not None} for a in attempts],
+        "int8_attempts": [measured(a) for a in attempts],
         "test_rows": len(texts),
         # what the numbers below were measured under; the service warns when it runs otherwise
-        "runtime": {name: v for name, v in installed_versions().items() if v is not None},
-        # unmeasured numbers are left out: the model store takes no None in metadata
-        "variants": {
-            score.variant: {k: v for k, v in asdict(score).items() if v is not None}
-            for score in scores
-        },
+        "runtime": measured(installed_versions()),
+        "variants": {score.variant: measured(asdict(score)) for score in scores},
     }

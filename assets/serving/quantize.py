@@ -279,6 +279,23 @@ def smoothed(
     return target
 
 
+def smoothed_int8(
+    source: Path,
+    target: Path,
+    calibration: Calibration,
+    alpha: float,
+    keep_fp32: list[str] | None = None,
+) -> Path:
+    """`smoothed`, then `static_int8` at percentile ranges: every MatMul with a weight on int8
+    inputs, except those named in `keep_fp32`."""
+    smooth = target.with_name(target.stem + ".smoothed.onnx")
+    try:
+        smoothed(source, smooth, calibration, alpha, keep_fp32)
+        return static_int8(smooth, target, calibration, keep_fp32, "percentile")
+    finally:
+        smooth.unlink(missing_ok=True)
+
+
 def _channel_peaks(model, tensors: list[str], calibration: Calibration) -> dict[str, np.ndarray]:
     """max |x| per channel (last axis) of each of `tensors` over the calibration batches."""
     import onnx
