@@ -13,8 +13,9 @@ activations calibrated once on training texts, min-max or percentile ranges), wi
 the optimizations, and with the feed-forward output projections kept in fp32; smoothed int8
 (static, percentile, after SmoothQuant's channel scales) at each --alphas; blockwise int8
 (MatMulNBits: weights and each token's activations quantized per block of input channels) at
-each block width; with
---keep-layers N, also static int8 keeping in fp32 the N whole layers that move predictions most.
+each block width; fp32 and the default smoothed recipe exported from each --attention
+implementation other than the pipeline's (eager); with --keep-layers N, also static int8 keeping
+in fp32 the N whole layers that move predictions most.
 """
 
 from __future__ import annotations
@@ -166,11 +167,18 @@ def main() -> None:
     parser.add_argument(
         "--alphas", type=float, nargs="+", default=[0.5, 0.75, 0.85], help="smoothing strengths"
     )
+    parser.add_argument(
+        "--attention",
+        nargs="*",
+        default=["sdpa"],
+        help="also: fp32 and the default int8 recipe exported from these attention "
+        "implementations (the recipes above use the pipeline's export, EXPORT_ATTENTION)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from assets.model import metrics
     from assets.model.predict import load_classifier, predict
-    from assets.serving.export import export_onnx
+    from assets.serving.export import EXPORT_ATTENTION, Quantization, export_onnx
     from bento.inference import label_names, serving_settings
 
     if args.model_tag:
@@ -230,6 +238,16 @@ def main() -> None:
             for size in BLOCK_SIZES
         },
     }
+    alpha = Quantization().alpha
+    for attention in [a for a in args.attention if a != EXPORT_ATTENTION]:
+        other = scratch / f"model.{attention}.onnx"
+        export_onnx(model_dir, other, attention)
+        recipes[f"fp32, {attention} export"] = lambda other=other: other
+        recipes[f"int8 smoothed (alpha {alpha}, percentile), {attention} export"] = (
+            lambda other=other, attention=attention: smoothed_int8(
+                other, scratch / f"smoothed.{attention}.onnx", calibration, alpha
+            )
+        )
     results = {}
     header = (
         "| recipe | agreement | delta vs PyTorch [95 % CI] | alone = in batch | texts/s "
