@@ -140,6 +140,16 @@ def test_the_approved_variant_is_served_unless_one_is_pinned(client, approved_gr
     assert model.info.labels["serving_variant"] == chosen
 
 
+def test_the_service_lets_go_of_answered_requests_and_of_its_start_up_objects(client):
+    import gc
+
+    from bento.http import AnsweredTimeout
+
+    middleware = [m.cls for m in client.app.user_middleware]
+    assert AnsweredTimeout in middleware  # BentoML's timeout keeps each request for 30 s
+    assert gc.get_freeze_count() > 0  # the loaded libraries are out of the collector's scans
+
+
 def test_a_body_over_the_limit_gets_413_before_it_is_read(client):
     huge = {"texts": ["x" * 1000] * 1100}  # about 1.1 MB, over the 1 MiB default
     response = client.post("/classify", json=huge)

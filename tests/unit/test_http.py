@@ -1,14 +1,27 @@
-"""The service's HTTP guards: the body-size limit and client errors logged as one line."""
+"""The service's HTTP guards: the body-size limit, client errors logged as one line, and the
+request timeout that lets go of an answered request."""
 
+import asyncio
+import contextvars
+import gc
 import logging
+import weakref
 
+import pytest
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from bento.http import BENTOML_HTTP_LOGGER, BodySizeLimit, client_error, quiet_client_errors
+from bento.http import (
+    BENTOML_HTTP_LOGGER,
+    AnsweredTimeout,
+    BodySizeLimit,
+    client_error,
+    quiet_client_errors,
+    use_answered_timeout,
+)
 
 
 def app_with_limit(max_bytes: int):
@@ -61,3 +74,85 @@ def test_client_errors_become_one_info_line_and_server_errors_keep_their_trace(c
     assert client.levelname == "INFO" and client.exc_info is None
     assert client.getMessage().startswith("POST /classify answered 400: 1 validation error(s)")
     assert server.levelname == "ERROR" and server.exc_info is not None
+
+
+REQUEST = contextvars.ContextVar("request")
+
+
+class Marker:
+    """Stands for what a request's context holds (its tracing spans, scope and body)."""
+
+
+async def answer(scope, receive, send, delay: float = 0.0) -> None:
+    await asyncio.sleep(delay)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def call(middleware) -> tuple[list[dict], weakref.ref]:
+    """One request through `middleware`, with a context variable holding a marker, as the
+    tracing middleware in front of it holds the request's span; the marker's weak reference."""
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    marker = Marker()
+    token = REQUEST.set(marker)
+    await middleware({"type": "http", "method": "POST", "path": "/"}, receive, send)
+    REQUEST.reset(token)
+    return sent, weakref.ref(marker)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_an_answered_request_lets_go_of_its_context_at_once(loop_kind):
+    # uvicorn runs the service on uvloop where it is installed (the pipeline's environment),
+    # on asyncio's own loop otherwise (the ONNX image)
+    if loop_kind == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        sent, marker = loop.run_until_complete(call(AnsweredTimeout(answer, timeout=30)))
+        gc.collect()
+        assert sent[0]["status"] == 200
+        assert marker() is None  # not held by a timer scheduled 30 s ahead
+    finally:
+        loop.close()
+
+
+def test_a_request_past_the_timeout_gets_504_and_its_work_is_cancelled():
+    cancelled = []
+
+    async def slow(scope, receive, send):
+        try:
+            await answer(scope, receive, send, delay=5)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def run():
+        sent, _ = await call(AnsweredTimeout(slow, timeout=0.05))
+        await asyncio.sleep(0)  # the cancelled work unwinds
+        return sent
+
+    sent = asyncio.run(run())
+    assert sent[0]["status"] == 504 and b"0.05 seconds" in sent[1]["body"]
+    assert cancelled == [True]
+
+
+def test_bentoml_builds_the_answered_timeout_in_place_of_its_own():
+    from bentoml._internal.server.base_app import BaseAppFactory
+
+    use_answered_timeout()
+
+    class Factory(BaseAppFactory):
+        name = "probe"
+
+    built = [m.cls for m in Factory(timeout=30).middlewares]
+    assert AnsweredTimeout in built
