@@ -3,12 +3,12 @@ overload is refused at once, and every request gets its own results in order."""
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from bento.batching import GreedyBatcher, Overloaded
+from tests.loops import run_in_own_thread
 
 
 class Model:
@@ -28,17 +28,10 @@ class Model:
         return np.array([[len(t), i] for i, t in enumerate(texts)], dtype=np.float32)
 
 
-def run(coroutine):
-    """Run on a fresh event loop in a thread of its own: another test's loop (playwright's,
-    in the same session) may be running on the main thread."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
 def test_a_lone_request_runs_at_once_as_its_own_batch():
     model = Model()
     batcher = GreedyBatcher(model, max_batch=64)
-    result = run(batcher.submit(["abc", "de"]))
+    result = run_in_own_thread(batcher.submit(["abc", "de"]))
     assert model.batches == [["abc", "de"]]
     assert result[:, 0].tolist() == [3, 2]
 
@@ -55,7 +48,7 @@ def test_requests_arriving_while_the_model_is_busy_run_together_in_order():
         results = await asyncio.gather(first, *waiting)
         return model.batches, results
 
-    batches, results = run(scenario())
+    batches, results = run_in_own_thread(scenario())
     # while "first" ran, three requests queued: two fit in a batch of at most 5 texts
     assert batches == [["first"], ["t0", "tt0", "t1", "tt1"], ["t2", "tt2"]]
     for i, result in enumerate(results[1:]):
@@ -76,7 +69,7 @@ def test_overload_is_refused_at_once_and_the_queue_recovers():
         await asyncio.gather(busy, queued)
         return await batcher.submit(["f"]), batcher.queued_texts
 
-    result, left = run(scenario())
+    result, left = run_in_own_thread(scenario())
     assert result.shape == (1, 2) and left == 0
 
 
@@ -95,4 +88,4 @@ def test_a_failing_batch_fails_its_requests_and_not_the_next():
             await batcher.submit(["x"])
         return await batcher.submit(["y"])
 
-    assert run(scenario()).shape == (1, 2)
+    assert run_in_own_thread(scenario()).shape == (1, 2)

@@ -6,7 +6,6 @@ import contextvars
 import gc
 import logging
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -23,6 +22,7 @@ from bento.http import (
     quiet_client_errors,
     use_answered_timeout,
 )
+from tests.loops import run_in_own_thread
 
 
 def app_with_limit(max_bytes: int):
@@ -108,21 +108,6 @@ async def call(middleware) -> tuple[list[dict], weakref.ref]:
     return sent, weakref.ref(marker)
 
 
-def run_in_own_thread(new_loop, coroutine_function):
-    """`coroutine_function()` on a new loop in a thread of its own: an earlier test's driver
-    (playwright's sync API) may still hold this thread's loop."""
-
-    def target():
-        loop = new_loop()
-        try:
-            return loop.run_until_complete(coroutine_function())
-        finally:
-            loop.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(target).result()
-
-
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_an_answered_request_lets_go_of_its_context_at_once(loop_kind):
     # uvicorn runs the service on uvloop where it is installed (the pipeline's environment),
@@ -130,9 +115,9 @@ def test_an_answered_request_lets_go_of_its_context_at_once(loop_kind):
     if loop_kind == "uvloop":
         import uvloop
 
-        new_loop = uvloop.new_event_loop
+        loop_factory = uvloop.new_event_loop
     else:
-        new_loop = asyncio.new_event_loop
+        loop_factory = None  # asyncio's own
 
     async def answered_then_collected():
         sent, marker = await call(AnsweredTimeout(answer, timeout=30))
@@ -140,7 +125,7 @@ def test_an_answered_request_lets_go_of_its_context_at_once(loop_kind):
         gc.collect()
         return sent, marker() is None
 
-    sent, released = run_in_own_thread(new_loop, answered_then_collected)
+    sent, released = run_in_own_thread(answered_then_collected(), loop_factory)
     assert sent[0]["status"] == 200
     assert released  # not held by a timer scheduled 30 s ahead
 
@@ -160,7 +145,7 @@ def test_a_request_past_the_timeout_gets_504_and_its_work_is_cancelled():
         await asyncio.sleep(0)  # the cancelled work unwinds
         return sent
 
-    sent = run_in_own_thread(asyncio.new_event_loop, run)
+    sent = run_in_own_thread(run())
     assert sent[0]["status"] == 504 and b"0.05 seconds" in sent[1]["body"]
     assert cancelled == [True]
 
