@@ -22,6 +22,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,16 @@ def lock_timeout_s() -> float:
 
 
 @contextmanager
-def store_lock(name: str = MODEL_NAME, timeout_s: float | None = None) -> Iterator[float]:
+def store_lock(
+    name: str = MODEL_NAME, timeout_s: float | None = None, folder: Path | None = None
+) -> Iterator[float]:
     """Holds the inter-process lock of writers to the model `name` (reentrant in one thread);
     yields the seconds it waited. Raises RegistryBusyError after `timeout_s` (default
     $TEXTOPS_REGISTRY_LOCK_TIMEOUT_S, 120 s). The lock is an OS file lock: a holder that dies
     releases it."""
     from filelock import FileLock, Timeout
 
-    folder = models_dir()
+    folder = folder or models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{name}.lock"
     limit = lock_timeout_s() if timeout_s is None else timeout_s
@@ -261,14 +264,19 @@ def _point_latest(folder: Path, version: str) -> None:
     os.replace(staged, folder / "latest")
 
 
-def relabel(tag: str, updates: dict[str, str], name: str = MODEL_NAME) -> dict[str, str]:
+def relabel(
+    tag: str, updates: dict[str, str], name: str = MODEL_NAME, folder: Path | None = None
+) -> dict[str, str]:
     """Change a model's labels in one atomic rewrite of its model.yaml (a reader sees the old
-    labels or the new ones, never a mix); returns the new labels."""
+    labels or the new ones, never a mix); returns the new labels. `folder`: the models folder
+    holding it (default this process's BentoML store)."""
     import yaml
 
-    with store_lock(name):
-        model = bentoml.models.get(tag)
-        info_file = Path(model.path) / "model.yaml"
+    with store_lock(name, folder=folder):
+        version = tag.split(":", 1)[1] if ":" in tag else tag
+        info_file = (folder or models_dir()) / name / version / "model.yaml"
+        if not info_file.is_file():
+            bentoml.models.get(tag)  # BentoML's own error for a tag it does not hold
         info = yaml.safe_load(info_file.read_text())
         info["labels"] = {**info.get("labels", {}), **updates}
         staged = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
@@ -288,7 +296,9 @@ def approve(tag: str, name: str = MODEL_NAME) -> dict[str, str]:
     return relabel(tag, {"approved": "true"}, name)
 
 
-def withdraw(tag: str, reason: str, by: str, name: str = MODEL_NAME) -> dict[str, str]:
+def withdraw(
+    tag: str, reason: str, by: str, name: str = MODEL_NAME, folder: Path | None = None
+) -> dict[str, str]:
     """Take an approved model out of service: its labels say it is withdrawn, why, by whom and
     when, and it is no longer approved, so the previous approved model is the newest again.
     Returns the new labels. The model itself stays in the store."""
@@ -302,6 +312,7 @@ def withdraw(tag: str, reason: str, by: str, name: str = MODEL_NAME) -> dict[str
             "withdrawn_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         name,
+        folder,
     )
 
 
@@ -334,3 +345,53 @@ def pin_serving_tag(name: str = MODEL_NAME) -> str:
     tag = serving_tag(name)
     os.environ[PINNED_TAG_ENV] = tag
     return tag
+
+
+# --- following ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A model version as a running service reads it from a models folder: its model.yaml, no
+    BentoML store object (the folder followed may be a mounted volume, not this store)."""
+
+    tag: str
+    path: Path
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    created: datetime
+
+
+def read_entries(folder: Path, name: str = MODEL_NAME) -> list[StoredEntry]:
+    """Every readable version of `name` in a BentoML models folder; unreadable ones skipped."""
+    import yaml
+
+    entries = []
+    for entry in sorted((Path(folder) / name).glob("*/model.yaml")):
+        try:
+            info = yaml.safe_load(entry.read_text())
+            created = info["creation_time"]
+            if isinstance(created, str):
+                created = datetime.fromisoformat(created)
+            entries.append(
+                StoredEntry(
+                    f"{name}:{entry.parent.name}",
+                    entry.parent,
+                    {str(k): str(v) for k, v in (info.get("labels") or {}).items()},
+                    info.get("metadata") or {},
+                    created if created.tzinfo else created.replace(tzinfo=UTC),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+            logger.warning("skipping %s: its model.yaml cannot be read", entry.parent)
+    return entries
+
+
+def approved_entries(folder: Path, name: str = MODEL_NAME) -> list[StoredEntry]:
+    """Approved versions whose files are all there at their sizes, newest first."""
+    approved = [
+        e
+        for e in read_entries(folder, name)
+        if e.labels.get("approved") == "true" and not integrity_problems(e.path)
+    ]
+    return sorted(approved, key=lambda e: e.created, reverse=True)

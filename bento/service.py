@@ -6,14 +6,22 @@ arrive while the model is busy run together next, so one client never waits for 
 crowd is served in batches. Past the queue limit requests get 429 at once; bodies over the size
 limit get 413 before they are read.
 
-The model is resolved once, in the process that starts the workers, and handed to every worker
-(TEXTOPS_MODEL_TAG), so a deployment serves one model even when a worker restarts after a later
-approval. Predictions are logged on a thread of their own after they are answered; a log that
-cannot be written is counted (textops_prediction_log_failed_records_total on /metrics) and never
-fails a request.
+The service follows the registry's champion by itself (bento/follower.py, bento/rollout.py): a
+new champion is loaded and verified off the request path by every worker, answers live traffic
+in shadow (its answers logged, never returned), and is promoted, every worker switching within a
+poll, or withdrawn with the reason; a rollback is served as soon as it is verified. Each request
+is answered wholly by one model, and each answer names it. With TEXTOPS_MODEL_TAG set (or
+TEXTOPS_FOLLOW=off, and by default in a built image given no store to follow) it serves one model
+until it is restarted. Predictions are logged on a thread of their own after they are answered; a
+log that cannot be written is counted (textops_prediction_log_failed_records_total on /metrics)
+and never fails a request.
 
 Settings (environment, read at start):
-  TEXTOPS_MODEL_TAG        serve this model tag instead of the newest approved one
+  TEXTOPS_MODEL_TAG        serve this model tag, and only it (no following)
+  TEXTOPS_FOLLOW           on/off: follow the registry's champion (default on; in a built image
+                           on only with TEXTOPS_FOLLOW_STORE)
+  TEXTOPS_FOLLOW_STORE     the BentoML models folder to follow (a mounted volume)
+  TEXTOPS_FOLLOW_INTERVAL_S, TEXTOPS_SHADOW_REQUESTS, TEXTOPS_SHADOW_MINUTES, ...: see README
   TEXTOPS_VARIANT          onnx-int8, onnx-fp32 or pytorch instead of the approved choice
   TEXTOPS_WORKERS          service processes (0: one per physical core)
   TEXTOPS_THREADS          inference threads per process (0: the physical cores shared out)
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import threading
 import time
@@ -50,12 +59,25 @@ import numpy as np
 from pydantic import BaseModel, Field, StringConstraints
 
 from bento.batching import GreedyBatcher, Overloaded
+from bento.follower import Follower, Meter
 from bento.http import BodySizeLimit, quiet_client_errors, use_answered_timeout
-from bento.inference import label_names, load_predictor, serving_settings
-from bento.registry import pin_serving_tag
-from bento.runtime import check_runtime
+from bento.live import NotServable, ServedModel, load_served, variant_pin
+from bento.registry import (
+    PINNED_TAG_ENV,
+    NoApprovedModelError,
+    StoredEntry,
+    approved_entries,
+    bentoml_home,
+    models_dir,
+    pin_serving_tag,
+    read_entries,
+    serving_tag,
+)
+from bento.rollout import RolloutSettings, read_state
 from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
 from bento.settings import env_int
+
+logger = logging.getLogger("textops.service")
 
 use_answered_timeout()  # before BentoML assembles the server app's middleware
 
@@ -64,6 +86,9 @@ MAX_CHARS = 2000
 # Requests waiting to be written to the prediction log; past this (a disk that hangs), their
 # records are dropped and counted instead of piling up in memory.
 LOG_BACKLOG = 1024
+# Requests waiting for the candidate in shadow; past this (a candidate slower than the traffic)
+# they are not shadowed: a shadow never queues work without bound behind the live model.
+SHADOW_BACKLOG = 256
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CHARS)]
 Texts = Annotated[
@@ -124,21 +149,99 @@ def classify_api(method):
     return bentoml.api(method)
 
 
+START_TAG_ENV = "TEXTOPS_START_TAG"  # the model every worker starts on, resolved once
+
+
+def start_tag(settings: RolloutSettings) -> str:
+    """The model a following deployment starts on: the one its rollout state says is live, when
+    that is still approved (a restart resumes where it was), else the registry's champion."""
+    folder = settings.models_folder(models_dir())
+    approved = approved_entries(folder)
+    state = read_state(settings.folder)
+    if state and any(e.tag == state["live"]["tag"] for e in approved):
+        return state["live"]["tag"]
+    if not approved:
+        raise NoApprovedModelError(
+            f"no approved 'textops-classifier' model in the BentoML store ({folder}): run the "
+            f"pipeline until approved_model approves one (see README), or set "
+            f"{PINNED_TAG_ENV} to a model tag"
+        )
+    return approved[0].tag
+
+
+def resolve_start() -> tuple[str, RolloutSettings | None]:
+    """(the tag this worker starts on, how it follows the registry, None: it does not). The
+    process that starts the workers resolves the tag and hands it to every worker it starts."""
+    if os.environ.get(PINNED_TAG_ENV, "").strip():
+        return pin_serving_tag(), None
+    settings = RolloutSettings.from_env(models_dir(), bentoml_home())
+    if not settings.follow:
+        return pin_serving_tag(), None
+    tag = os.environ.get(START_TAG_ENV) or start_tag(settings)
+    os.environ[START_TAG_ENV] = tag
+    return tag, settings
+
+
+START, ROLLOUT = resolve_start()
+
+
+def own_tag() -> str:
+    """The model this service packages into a bento: the start tag, unless that lives only in
+    a followed store (then this store's newest approved model, when it has one)."""
+    if ROLLOUT is None or ROLLOUT.store is None:
+        return START
+    try:
+        return serving_tag()
+    except NoApprovedModelError:
+        return START
+
+
 _METRICS: dict[str, Any] = {}
 
 
-def log_failure_counter():
-    """The Prometheus counter of prediction-log records not written, by reason (created once
-    per process, after BentoML has set up its multiprocess metrics folder)."""
-    if "log_failures" not in _METRICS:
+def counter(key: str, name: str, description: str, labels: list[str]):
+    """A Prometheus counter, created once per process (after BentoML has set up its
+    multiprocess metrics folder)."""
+    if key not in _METRICS:
         from prometheus_client import Counter
 
-        _METRICS["log_failures"] = Counter(
-            "textops_prediction_log_failed_records",
-            "Prediction-log records not written (the prediction was answered)",
-            ["reason"],
-        )
-    return _METRICS["log_failures"]
+        _METRICS[key] = Counter(name, description, labels)
+    return _METRICS[key]
+
+
+def log_failure_counter():
+    return counter(
+        "log_failures",
+        "textops_prediction_log_failed_records",
+        "Prediction-log records not written (the prediction was answered)",
+        ["reason"],
+    )
+
+
+def model_failure_counter():
+    return counter(
+        "model_failures",
+        "textops_model_load_failures",
+        "Models that failed to load or verify and were never served",
+        ["tag"],
+    )
+
+
+def switch_counter():
+    return counter(
+        "switches", "textops_model_switches", "Times this worker switched its model", ["tag"]
+    )
+
+
+class Answered:
+    """One batch's probabilities and the model that computed them; slicing keeps the model, so
+    each request's share of a batch says which model answered it."""
+
+    def __init__(self, probabilities: np.ndarray, model: ServedModel, ms: float) -> None:
+        self.probabilities, self.model, self.ms = probabilities, model, ms
+
+    def __getitem__(self, part: slice) -> Answered:
+        return Answered(self.probabilities[part], self.model, self.ms)
 
 
 def _docs_redirect():
@@ -163,6 +266,7 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable class")
     score: float = Field(description="Its probability")
     probabilities: dict[str, float] = Field(description="Probability of every class")
+    model: str = Field(description="The tag of the model that answered")
 
 
 class ModelCard(BaseModel):
@@ -170,7 +274,16 @@ class ModelCard(BaseModel):
     labels: dict[str, str] = Field(description="Lineage: approval, data version, run, code")
     label_names: list[str]
     variant: str = Field(description="The serving variant: onnx-int8, onnx-fp32 or pytorch")
+    variant_reason: str = Field(description="Why this variant, on this machine")
+    variant_timings: dict[str, dict[str, float]] = Field(
+        description="texts/s of each variant that passed parity, timed here at load"
+    )
+    verified: str = Field(description="What was checked before the model took traffic")
     metrics: dict[str, Any] = Field(description="The approving evaluation's numbers")
+    following: bool = Field(description="Whether the service follows the registry's champion")
+    rollout: dict[str, Any] | None = Field(
+        None, description="The deployment's rollout state: live since when, the candidate"
+    )
 
 
 @bentoml.asgi_app(_docs_redirect(), path="/docs")
@@ -185,26 +298,16 @@ class ModelCard(BaseModel):
     logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
 )
 class TextClassifier:
-    model_ref = bentoml.models.BentoModel(pin_serving_tag())
+    model_ref = bentoml.models.BentoModel(own_tag())
 
     def __init__(self) -> None:
         quiet_client_errors()
-        stored = self.model_ref
-        self.tag = str(stored.tag)
-        self.info = stored.info
-        path = Path(stored.path)
-        settings = serving_settings(path)
-        self.variant = os.environ.get("TEXTOPS_VARIANT") or settings["variant"]
-        check_runtime(self.tag, self.variant, settings)
-        self.label_names = label_names(path)
-        self.predictor = load_predictor(
-            path,
-            int(self.info.metadata.get("max_length", settings.get("max_length", 128))),
-            self.variant,
-            threads=_threads(),
-            micro_batch=env_int("TEXTOPS_MICRO_BATCH", 32),
-        )
-        self.predictor.predict_proba(["warm up"])  # first call allocates; not a client's cost
+        self.threads = _threads()
+        self.micro_batch = env_int("TEXTOPS_MICRO_BATCH", 32)
+        self.model_failures = model_failure_counter()
+        self.live = self._first_model()
+        self.shadow: ServedModel | None = None
+        self.meter = Meter()
         self.log_failures = log_failure_counter()
         log_dir = default_log_dir()
         self.serving_log = (
@@ -219,12 +322,28 @@ class TextClassifier:
         )
         self._log_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
         self._log_slots = threading.BoundedSemaphore(LOG_BACKLOG)
+        # the candidate's answers run here, after the client's, one request at a time
+        self._shadow_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
         if BATCHING == "greedy":
             self.batcher = GreedyBatcher(
                 self._run, max_batch=MAX_BATCH, max_queue=env_int("TEXTOPS_MAX_QUEUE", 512)
             )
         else:  # BentoML's batches run here, one at a time (the model uses the cores itself)
             self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.follower = None
+        if ROLLOUT is not None:
+            self.follower = Follower(
+                ROLLOUT,
+                ROLLOUT.models_folder(models_dir()),
+                self.live,
+                self._load,
+                self._switch,
+                self._set_shadow,
+                lambda tag, reason: self.model_failures.labels(tag).inc(),
+                self.meter,
+            )
+            self.follower.start()
         # Everything loaded so far lives as long as the worker: moved out of the garbage
         # collector's sight, a full collection scans only what requests made since. Without it
         # each full pass over the libraries' objects stalled a request by about 60 ms every few
@@ -232,11 +351,65 @@ class TextClassifier:
         gc.collect()
         gc.freeze()
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        """One batch, on the inference thread."""
-        return self.predictor.predict_proba(texts)
+    # --- models -----------------------------------------------------------------------------
 
-    def _log(self, texts: list[str], probabilities: np.ndarray, latency_ms: float) -> None:
+    def _load(self, entry: StoredEntry) -> ServedModel:
+        return load_served(
+            entry.tag,
+            entry.path,
+            entry.labels,
+            entry.metadata,
+            self.threads,
+            self.micro_batch,
+            variant_pin(),
+        )
+
+    def _first_model(self) -> ServedModel:
+        """The model this worker starts on: the deployment's live one (a worker restarted after
+        a switch starts where the others are), else the tag resolved at start."""
+        if ROLLOUT is None:
+            stored = self.model_ref
+            entry = StoredEntry(
+                str(stored.tag), Path(stored.path), dict(stored.info.labels),
+                dict(stored.info.metadata), stored.info.creation_time,
+            )  # fmt: skip
+            return self._load(entry)
+        entries = {e.tag: e for e in read_entries(ROLLOUT.models_folder(models_dir()))}
+        state = read_state(ROLLOUT.folder)
+        tags = [state["live"]["tag"]] if state else []
+        for tag in dict.fromkeys([*tags, START]):
+            if tag not in entries:
+                continue
+            try:
+                return self._load(entries[tag])
+            except NotServable as error:
+                self.model_failures.labels(tag).inc()
+                if tag == START:
+                    raise
+                logger.error("not starting on %s: %s", tag, error)
+        raise NotServable(f"{START} is not in {ROLLOUT.models_folder(models_dir())}")
+
+    def _switch(self, model: ServedModel) -> None:
+        # one assignment: a batch already running keeps the model it started with
+        self.live = model
+        switch_counter().labels(model.tag).inc()
+
+    def _set_shadow(self, model: ServedModel | None) -> None:
+        self.shadow = model
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _run(self, texts: list[str]) -> Answered:
+        """One batch, on the inference thread, wholly on the model live when it starts."""
+        model = self.live
+        started = time.perf_counter()
+        probabilities = model.predictor.predict_proba(texts)
+        return Answered(probabilities, model, (time.perf_counter() - started) * 1000)
+
+    def _log(
+        self, model: ServedModel, texts: list[str], probabilities: np.ndarray, latency_ms: float,
+        shadow: bool = False,
+    ) -> None:  # fmt: skip
         """Hand one answered request to the log's thread; never blocks, never raises."""
         if self.serving_log is None:
             return
@@ -244,63 +417,116 @@ class TextClassifier:
             self.log_failures.labels("backlog_full").inc(len(texts))
             return
         try:
-            self._log_thread.submit(self._write_log, texts, probabilities, latency_ms)
+            self._log_thread.submit(
+                self._write_log, model, texts, probabilities, latency_ms, shadow
+            )
         except RuntimeError:  # the service is shutting down
             self._log_slots.release()
 
-    def _write_log(self, texts: list[str], probabilities: np.ndarray, latency_ms: float) -> None:
+    def _write_log(
+        self, model: ServedModel, texts: list[str], probabilities: np.ndarray, latency_ms: float,
+        shadow: bool,
+    ) -> None:  # fmt: skip
         try:
             assert self.serving_log is not None
             self.serving_log.append(
-                self.tag,
+                model.tag,
                 texts,
-                [self.label_names[i] for i in probabilities.argmax(axis=1)],
+                [model.label_names[i] for i in probabilities.argmax(axis=1)],
                 [
-                    dict(zip(self.label_names, map(float, row), strict=True))
+                    dict(zip(model.label_names, map(float, row), strict=True))
                     for row in probabilities
                 ],
                 latency_ms,
                 uuid.uuid4().hex[:16],
+                shadow=shadow,
             )
         finally:
             self._log_slots.release()
 
+    def _shadow(self, texts: list[str], answered: Answered) -> None:
+        """The candidate in shadow answers the request too, in the background; its answer is
+        measured and logged as shadow, never returned. Past the backlog it is skipped."""
+        candidate = self.shadow
+        if candidate is None or candidate is answered.model:
+            return
+        if not self._shadow_slots.acquire(blocking=False):
+            return
+        try:
+            self._shadow_thread.submit(self._run_shadow, candidate, texts, answered)
+        except RuntimeError:  # shutting down
+            self._shadow_slots.release()
+
+    def _run_shadow(self, candidate: ServedModel, texts: list[str], answered: Answered) -> None:
+        try:
+            started = time.perf_counter()
+            probabilities = candidate.predictor.predict_proba(texts)
+            ms = (time.perf_counter() - started) * 1000
+            labels = [candidate.label_names[i] for i in probabilities.argmax(axis=1)]
+            live = [answered.model.label_names[i] for i in answered.probabilities.argmax(axis=1)]
+            self.meter.shadowed(candidate.tag, ms, labels, live, answered.ms)
+            self._log(candidate, texts, probabilities, ms, shadow=True)
+        except Exception:  # a candidate that fails is counted against it, never against a client
+            self.meter.shadow_failed(candidate.tag)
+        finally:
+            self._shadow_slots.release()
+
     @classify_api
     async def classify(self, texts: Texts) -> list[Prediction]:
-        """Label, score and class probabilities of each text, in the order given."""
+        """Label, score and class probabilities of each text, in the order given, and the tag
+        of the model that answered."""
         started = time.perf_counter()
-        if BATCHING == "bentoml":
-            loop = asyncio.get_running_loop()
-            probabilities = await loop.run_in_executor(self._inference, self._run, list(texts))
-        else:
-            try:
-                probabilities = await self.batcher.submit(texts)
-            except Overloaded as error:
-                raise TooManyRequests(str(error)) from None
-        self._log(texts, probabilities, (time.perf_counter() - started) * 1000)
+        texts = list(texts)
+        try:
+            if BATCHING == "bentoml":
+                loop = asyncio.get_running_loop()
+                answered = await loop.run_in_executor(self._inference, self._run, texts)
+            else:
+                try:
+                    answered = await self.batcher.submit(texts)
+                except Overloaded as error:
+                    raise TooManyRequests(str(error)) from None
+        except TooManyRequests:
+            raise
+        except Exception:
+            self.meter.failed(self.live.tag)
+            raise
+        model, probabilities = answered.model, answered.probabilities
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._log(model, texts, probabilities, latency_ms)
+        labels = [model.label_names[i] for i in probabilities.argmax(axis=1)]
+        self.meter.answered(model.tag, latency_ms, labels)
+        self._shadow(texts, answered)
         results = []
-        for row in probabilities:
-            best = int(row.argmax())
+        for row, label in zip(probabilities, labels, strict=True):
             results.append(
                 Prediction(
-                    label=self.label_names[best],
-                    score=float(row[best]),
+                    label=label,
+                    score=float(row.max()),
                     probabilities={
-                        name: float(p) for name, p in zip(self.label_names, row, strict=True)
+                        name: float(p) for name, p in zip(model.label_names, row, strict=True)
                     },
+                    model=model.tag,
                 )
             )
         return results
 
     @bentoml.api
     def model(self) -> ModelCard:
-        """The served model's tag, lineage labels, serving variant and evaluation metrics."""
+        """The served model's tag, lineage labels, serving variant (and why, on this machine),
+        what was verified, its evaluation metrics, and the deployment's rollout state."""
+        model = self.live
         return ModelCard(
-            tag=self.tag,
-            labels=dict(self.info.labels),
-            label_names=self.label_names,
-            variant=self.variant,
-            metrics=dict(self.info.metadata.get("metrics", {})),
+            tag=model.tag,
+            labels=dict(model.labels),
+            label_names=model.label_names,
+            variant=model.variant,
+            variant_reason=model.why,
+            variant_timings=model.timings,
+            verified=model.verified,
+            metrics=dict(model.metadata.get("metrics", {})),
+            following=ROLLOUT is not None,
+            rollout=read_state(ROLLOUT.folder) if ROLLOUT is not None else None,
         )
 
 

@@ -169,6 +169,7 @@ class ServingLog:
         probabilities: list[dict[str, float]],
         latency_ms: float,
         request_id: str | None = None,
+        shadow: bool = False,
     ) -> bool:
         """Log one request's predictions; False (counted, warned) when the write failed."""
         now = self.clock()
@@ -184,6 +185,8 @@ class ServingLog:
             }
             if request_id is not None:
                 record["request_id"] = request_id
+            if shadow:  # a candidate's answer, never returned to the client
+                record["shadow"] = True
             if self.log_text:
                 record["text"] = text
             lines.append(json.dumps(record, ensure_ascii=False))

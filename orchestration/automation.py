@@ -3,7 +3,8 @@ drift_report), and retraining by schedule, by new labelled data and by drift.
 
 Each is one switch in the UI's Automation page. Which ones start switched on is
 $TEXTOPS_AUTOMATION: `monitoring` (the default: monitoring only reads the prediction log and
-writes reports, so it is safe everywhere), `all` (the whole loop, for a deployment left to run by
+writes reports, and regression_sensor only rolls a regressing new model back to the model approved
+before it, so both are safe everywhere), `all` (the whole loop, for a deployment left to run by
 itself), `off`, or a comma-separated list of names among monitoring_automation,
 retrain_schedule, new_data_sensor, drift_sensor. A switch flipped in the UI wins over it."""
 
@@ -26,8 +27,10 @@ DEFAULT_MONITOR_CRON = "0 * * * *"  # hourly
 DEFAULT_DRIFT_COOLDOWN_HOURS = 24.0
 AUTOMATION_ENV = "TEXTOPS_AUTOMATION"
 MONITORING = "monitoring_automation"
-SWITCHES = (MONITORING, "retrain_schedule", "new_data_sensor", "drift_sensor")
-PRESETS = {"monitoring": {MONITORING}, "all": set(SWITCHES), "off": set()}
+REGRESSION = "regression_sensor"
+SWITCHES = (MONITORING, REGRESSION, "retrain_schedule", "new_data_sensor", "drift_sensor")
+# rolling back a regressing new model only ever returns to a model that was approved before
+PRESETS = {"monitoring": {MONITORING, REGRESSION}, "all": set(SWITCHES), "off": set()}
 LANDING_SETTLE_ENV = "TEXTOPS_LANDING_SETTLE_S"
 DEFAULT_LANDING_SETTLE_S = 60.0  # how long a landed file stays unchanged before it is ingested
 LANDING_CURSOR_FORMAT = 2

@@ -14,6 +14,7 @@ from assets.monitoring.drift import drift_report
 from assets.monitoring.serving_log import serving_log
 from assets.serving.approve import approved_model
 from assets.serving.package import bento
+from assets.serving.served import served_model
 from assets.serving.variants import serving_variants
 from data_checks.asset_checks import (
     drift_check,
@@ -22,11 +23,13 @@ from data_checks.asset_checks import (
     text_splits_checks,
 )
 from orchestration.automation import (
+    REGRESSION,
     drift_sensor,
     monitoring_automation,
     new_data_sensor,
     retrain_job,
     retrain_schedule,
+    sensor_status,
 )
 from orchestration.resources import (
     BentoModelStore,
@@ -34,6 +37,7 @@ from orchestration.resources import (
     ManifestIOManager,
     WandbTracker,
 )
+from orchestration.rollout_sensors import live_model_sensor, regression_sensor
 
 TRAINING_GRAPH = [
     raw_texts,
@@ -42,6 +46,7 @@ TRAINING_GRAPH = [
     evaluation_report,
     serving_variants,
     approved_model,
+    served_model,
     bento,
 ]
 # monitoring runs by itself on a cron (declarative automation), one switch in the UI
@@ -62,13 +67,12 @@ monitor_job = dg.define_asset_job(
 )
 rollback_job = dg.define_asset_job(
     "rollback",
-    selection=dg.AssetSelection.assets(approved_model, bento),
+    selection=dg.AssetSelection.assets(served_model, bento),
     config=dg.ConfigMapping(
         config_fn=lambda given: {
             "ops": {
-                "approved_model": {
+                "served_model": {
                     "config": {
-                        "rollback": True,
                         "rollback_tag": given["tag"],
                         "rollback_reason": given["reason"],
                         "rollback_by": given["by"],
@@ -79,7 +83,7 @@ rollback_job = dg.define_asset_job(
         config_schema={
             "tag": dg.Field(
                 str,
-                description="The served model's tag (approved_model's served_tag): the model "
+                description="The served model's tag (served_model's served_tag): the model "
                 "withdrawn; a rollback run again finds it withdrawn and changes nothing",
             ),
             "reason": dg.Field(str, description="Why the served model is withdrawn"),
@@ -87,12 +91,19 @@ rollback_job = dg.define_asset_job(
         },
     ),
     description="Withdraw the served model (its labels say who, why and when), serve the "
-    "previous approved model again and build its bento; run config: tag and reason "
-    "(required), by.",
+    "previous approved model again and build its bento; needs only the model store (no "
+    "training run); running services switch back once they have verified it. Run config: tag "
+    "and reason (required), by.",
 )
 JOBS = [pipeline_job, retrain, monitor_job, rollback_job]
 SCHEDULES = [retrain_schedule(retrain)]
-SENSORS = [monitoring_sensor, new_data_sensor(retrain), drift_sensor(retrain)]
+SENSORS = [
+    monitoring_sensor,
+    new_data_sensor(retrain),
+    drift_sensor(retrain),
+    live_model_sensor(),
+    regression_sensor(rollback_job, sensor_status(REGRESSION)),
+]
 
 
 def pipeline_resources(store: ArtifactStore) -> dict[str, object]:

@@ -278,9 +278,11 @@ def copied_model_store(approved_graph, tmp_path, model_store_at):
 
     home = tmp_path / "bentoml"
     (home / "models").mkdir(parents=True)
-    event = approved_graph["instance"].get_latest_materialization_event(
-        dg.AssetKey("approved_model")
-    )
+    events = [
+        approved_graph["instance"].get_latest_materialization_event(dg.AssetKey(key))
+        for key in ("approved_model", "served_model")  # served_model is newer after a rollback
+    ]
+    event = max((e for e in events if e is not None), key=lambda e: e.timestamp)
     recorded = event.asset_materialization.metadata["served_tag"].value
     for tag in {recorded, str(approved_models()[0].tag)}:
         copy_registered(tag, home)

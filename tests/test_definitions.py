@@ -19,6 +19,7 @@ DESIGN_ASSETS = {
     "evaluation_report",
     "serving_variants",
     "approved_model",
+    "served_model",
     "bento",
 }
 MONITORING_ASSETS = {"serving_log", "drift_report"}

@@ -107,6 +107,20 @@ class DecisionManifest(Manifest):
         )
 
 
+class ServedModelManifest(Manifest):
+    path: str = Field(description="served.json: the registry's champion, and any rollback")
+    tag: str = Field(description="the model the registry serves (its champion)")
+    labels: dict[str, str] = Field(description="its lineage labels")
+
+    @classmethod
+    def save(
+        cls, store: ArtifactStore, version: str, record: dict[str, Any], tag: str, labels: dict
+    ) -> ServedModelManifest:
+        path = f"served_model/{version}/served.json"
+        store.write_json(path, record)
+        return cls(version=version, path=path, tag=tag, labels=dict(labels))
+
+
 class ServingLogManifest(Manifest):
     path: str = Field(description="serving_log parquet")
     since: float

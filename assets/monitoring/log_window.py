@@ -23,6 +23,7 @@ LOG_SCHEMA = {
     "label": pl.String,
     "latency_ms": pl.Float64,
     "probabilities": pl.String,
+    "shadow": pl.Boolean,
 }
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -87,8 +88,9 @@ def parse_log(data: bytes) -> tuple[pl.DataFrame, int]:
         return _parse_lines(data)
 
 
-def read_window(uri: str, since: float) -> WindowRead:
-    """Every complete record at `uri` from `since` on."""
+def read_window(uri: str, since: float, shadow: bool = False) -> WindowRead:
+    """Every complete record at `uri` from `since` on: the answers clients got, and with
+    `shadow` also the answers of candidates in shadow (never returned)."""
     frames, torn, size = [], 0, 0
     files = window_files(str(uri), since)
     for path in files:
@@ -99,14 +101,17 @@ def read_window(uri: str, since: float) -> WindowRead:
         size += len(data)
         frame, skipped = parse_log(data)
         torn += skipped
-        frames.append(frame.filter(pl.col("ts") >= since))
+        frame = frame.filter(pl.col("ts") >= since)
+        frames.append(frame if shadow else frame.filter(~pl.col("shadow").fill_null(False)))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=LOG_SCHEMA)
     return WindowRead(frame.sort("ts"), torn, len(files), size)
 
 
-def read_serving_log(uri: str, since: float | None = None) -> tuple[pl.DataFrame, int]:
+def read_serving_log(
+    uri: str, since: float | None = None, shadow: bool = False
+) -> tuple[pl.DataFrame, int]:
     """Every complete record at `uri` (from `since` on), and the count of torn lines."""
-    read = read_window(uri, since if since is not None else float("-inf"))
+    read = read_window(uri, since if since is not None else float("-inf"), shadow)
     return read.frame, read.torn
 
 

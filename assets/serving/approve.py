@@ -45,7 +45,6 @@ from assets.serving.champion import (
     require_recorded_champion,
 )
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
-from assets.serving.rollback import roll_back
 from assets.serving.variants import serving_metadata
 from assets.tracking import model_files, tracking_context
 from assets.versioning import source_version
@@ -75,18 +74,6 @@ class ApprovalConfig(dg.Config):
     )
     force: bool = Field(False, description="Approve whatever the comparison says")
     force_reason: str = Field("", description="Why force was used (required with force)")
-    rollback: bool = Field(
-        False,
-        description="Instead of judging a challenger: withdraw the served model and serve the "
-        "previous approved one again (the rollback job sets this)",
-    )
-    rollback_tag: str = Field(
-        "",
-        description="The served model's tag that the rollback withdraws (required with "
-        "rollback): a rollback that runs again finds it withdrawn and changes nothing",
-    )
-    rollback_reason: str = Field("", description="Why the served model is withdrawn")
-    rollback_by: str = Field("", description="Who withdraws it (default: $USER)")
 
 
 def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
@@ -280,16 +267,6 @@ def approved_model(
     text_splits: TextSplitsManifest,
     serving_variants: ServingVariantsManifest,
 ) -> dg.Output[DecisionManifest]:
-    if config.rollback:
-        return roll_back(
-            context,
-            config.rollback_tag,
-            config.rollback_reason,
-            config.rollback_by,
-            store,
-            registry,
-            tracker,
-        )
     if config.force and not config.force_reason.strip():
         raise ValueError("force=True needs force_reason: say why the gate is overridden")
     model = fine_tuned_model

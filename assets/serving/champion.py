@@ -18,6 +18,7 @@ from assets.serving.gate import Scores
 
 TEST_PREDICTIONS = "test_predictions.parquet"  # in a registered model: its test labels
 APPROVED_MODEL = dg.AssetKey("approved_model")
+SERVED_MODEL = dg.AssetKey("served_model")  # newer than approved_model after a rollback
 
 
 class LabelSetMismatchError(LineageError):
@@ -28,9 +29,12 @@ def require_recorded_champion(instance: dg.DagsterInstance, registry: ModelRegis
     """Dagster's record of the served model must be in the registry: a registry that lost it
     (BENTOML_HOME on a pod's ephemeral disk, another machine's store) would let any challenger
     through as if it were the first model."""
-    event = instance.get_latest_materialization_event(APPROVED_MODEL)
-    if event is None or event.asset_materialization is None:
+    events = [instance.get_latest_materialization_event(k) for k in (APPROVED_MODEL, SERVED_MODEL)]
+    recorded = [e for e in events if e is not None and e.asset_materialization is not None]
+    if not recorded:
         return
+    event = max(recorded, key=lambda e: e.timestamp)
+    asset = event.asset_materialization.asset_key.to_user_string()
     served = event.asset_materialization.metadata.get("served_tag")
     tag = served.value if served is not None else None
     if not tag or tag == "None":
@@ -39,9 +43,9 @@ def require_recorded_champion(instance: dg.DagsterInstance, registry: ModelRegis
         registry.get(tag)
     except MissingArtifactError:
         raise MissingArtifactError(
-            f"Dagster recorded {tag} as the served model (approved_model in run "
-            f"{event.run_id}), but {registry.location()} does not hold it, so the gate has no "
-            "champion to compare with. Point BENTOML_HOME at the model store the service and "
+            f"Dagster recorded {tag} as the served model ({asset} in run {event.run_id}), but "
+            f"{registry.location()} does not hold it, so the gate has no champion "
+            "to compare with. Point BENTOML_HOME at the model store the service and "
             "earlier runs used (a persistent volume, not a pod's ephemeral disk) and run again; "
             "nothing was approved."
         ) from None

@@ -301,7 +301,7 @@ def serving_variants(
     test texts side by side, and return the serving settings (bento/inference.py's
     serving.json): the chosen variant, why, and every variant's numbers."""
     from assets.model.predict import load_classifier, predict
-    from bento.inference import VARIANT_FILES
+    from bento.inference import VARIANT_FILES, label_names
     from bento.runtime import installed_versions
 
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
@@ -323,6 +323,8 @@ def serving_variants(
     reference_predictor = load_classifier(model_dir, max_length, "pytorch", micro_batch=32)
     reference = predict(reference_predictor, texts, log, "parity: pytorch")
     reference_labels = reference.labels
+    sample = verification_sample(len(texts))
+    recorded = {"pytorch": recorded_labels(reference.probabilities, sample)}
     reference_value = metrics.score(
         metric, y_true, reference_labels, reference.probabilities.shape[1]
     )
@@ -331,6 +333,7 @@ def serving_variants(
         predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
         predicted = predict(predictor, texts, log, f"parity: {variant}")
         alone = answer_alone(predictor, texts)
+        recorded[variant] = recorded_labels(predicted.probabilities, sample)
         score = parity(
             variant,
             reference_labels,
@@ -383,4 +386,38 @@ def serving_variants(
         # what the numbers below were measured under; the service warns when it runs otherwise
         "runtime": measured(installed_versions()),
         "variants": {score.variant: measured(asdict(score)) for score in scores},
+        # popped by the asset into verification.json, which the service checks before serving
+        "verification": {
+            "texts": [texts[i] for i in sample],
+            "variants": {v: recorded[v] for v in recorded if by_name(scores, v).passed},
+            "label_mix": label_mix(reference_labels, label_names(model_dir)),
+        },
     }
+
+
+VERIFICATION_TEXTS = 64
+
+
+def verification_sample(n: int, size: int = VERIFICATION_TEXTS) -> list[int]:
+    """Test-text indices the service re-labels before it serves the model (seeded)."""
+    return sorted(np.random.default_rng(0).permutation(n)[:size].tolist())
+
+
+def recorded_labels(probabilities: np.ndarray, sample: list[int]) -> dict[str, list]:
+    """A variant's labels on the sample, and how far each was from a tie (top two classes)."""
+    chosen = probabilities[sample]
+    top = np.sort(chosen, axis=1)
+    return {
+        "labels": chosen.argmax(axis=1).tolist(),
+        "margins": [round(float(m), 6) for m in top[:, -1] - top[:, -2]],
+    }
+
+
+def label_mix(labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Share of each class among the model's own predictions on the test split."""
+    counts = np.bincount(labels, minlength=len(names))
+    return {name: float(c) / max(len(labels), 1) for name, c in zip(names, counts, strict=True)}
+
+
+def by_name(scores: list[VariantScore], variant: str) -> VariantScore:
+    return next(score for score in scores if score.variant == variant)

@@ -14,7 +14,7 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from assets.interfaces.manifests import DecisionManifest
+from assets.interfaces.manifests import ServedModelManifest
 from assets.metadata import numeric_metadata
 from assets.progress import Log
 from assets.versioning import source_version
@@ -152,23 +152,18 @@ def folder_size(path: Path) -> int:
     "with `bentoml containerize <tag>` or scripts/containerize.sh.",
 )
 def bento(
-    context: dg.AssetExecutionContext, config: BentoConfig, approved_model: DecisionManifest
+    context: dg.AssetExecutionContext, config: BentoConfig, served_model: ServedModelManifest
 ) -> dg.MaterializeResult:
-    model_tag = approved_model.served_tag
-    if not model_tag:
-        raise ValueError(
-            "no approved model to package: approved_model has rejected every "
-            "model so far (see its decision)"
-        )
+    model_tag = served_model.tag
     labels = {"model_tag": model_tag, "dagster_run_id": context.run_id}
     # the served model's own lineage, whether this run approved it or an earlier one did
     labels |= {
-        key: approved_model.served_labels[key]
+        key: served_model.labels[key]
         for key in ("data_version", "raw_data_version", "model_version", "code_version")
-        if key in approved_model.served_labels
+        if key in served_model.labels
     }
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    variant = approved_model.served_labels.get("serving_variant", "pytorch")
+    variant = served_model.labels.get("serving_variant", "pytorch")
     bentofile_name = config.bentofile or bentofile_for(variant)
     context.log.info(f"bentoml build of {bentofile_name} for {model_tag} ({variant})")
     started = time.monotonic()

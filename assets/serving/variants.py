@@ -28,6 +28,7 @@ from assets.serving.export import ParityRules, Quantization
 from assets.serving.export import serving_variants as export_and_check
 from assets.versioning import source_version
 from bento.inference import SERVING_FILE
+from bento.live import VERIFICATION_FILE
 
 
 class ServingVariantsConfig(dg.Config):
@@ -206,6 +207,7 @@ def serving_variants(
         out = Path(scratch) / "variants"
         out.mkdir()
         shutil.copytree(folder / "onnx", out / "onnx")
+        (out / VERIFICATION_FILE).write_text(json.dumps(serving.pop("verification")))
         (out / SERVING_FILE).write_text(json.dumps(serving, indent=2))
         store.upload_dir(path, out)
     manifest = ServingVariantsManifest(

@@ -223,8 +223,9 @@ def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approve
     served, previous = [str(m.tag) for m in approved_models()[:2]]
     result = roll_back(approved_graph, served)
     assert result.success
-    decision = result.output_for_node("approved_model")
-    assert decision.served_tag == previous and not decision.approved
+    assert result.asset_materializations_for_node("bento")  # built for the previous model
+    manifest = result.output_for_node("served_model")
+    assert manifest.tag == previous
     assert str(latest_approved().tag) == previous
     import bentoml
 
@@ -232,22 +233,23 @@ def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approve
     assert labels["approved"] == "false" and labels["withdrawn"] == "true"
     assert labels["withdrawn_reason"] == "a spike of complaints"
     assert labels["withdrawn_by"] == "on-call" and labels["withdrawn_at"].endswith("Z")
-    meta = result.asset_materializations_for_node("approved_model")[0].metadata
+    meta = result.asset_materializations_for_node("served_model")[0].metadata
     assert meta["summary"].value.startswith(f"rolled back: withdrew {served}")
-    record = approved_graph["store"].read_json(decision.path)
+    assert meta["trigger"].value == "manual"
+    record = approved_graph["store"].read_json(manifest.path)
     assert record["rollback"]["withdrawn"] == served
     bento_meta = result.asset_materializations_for_node("bento")[0].metadata
     assert bento_meta["model_tag"].value == previous
     # the same rollback again (a retry, a second click): nothing more is withdrawn
     again = roll_back(approved_graph, served, reason="clicked twice")
     assert again.success
-    assert again.output_for_node("approved_model").served_tag == previous
+    assert again.output_for_node("served_model").tag == previous
     assert str(latest_approved().tag) == previous
-    summary = again.asset_materializations_for_node("approved_model")[0].metadata["summary"]
+    summary = again.asset_materializations_for_node("served_model")[0].metadata["summary"]
     assert summary.value.startswith(f"already rolled back: {served} was withdrawn at")
     assert (
         approved_graph["instance"]
-        .get_latest_materialization_event(dg.AssetKey("approved_model"))
+        .get_latest_materialization_event(dg.AssetKey("served_model"))
         .asset_materialization.metadata["served_tag"]
         .value
         == previous
@@ -257,14 +259,54 @@ def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approve
 def test_a_rollback_needs_a_reason_the_served_tag_and_an_earlier_model(approved_graph):
     from tests.integration.test_data_assets import failure_message
 
-    refused = approve(approved_graph, rollback=True, rollback_tag="x")
+    refused = roll_back(approved_graph, "x", reason=" ")
     assert not refused.success
-    assert "a rollback needs rollback_reason" in failure_message(refused)
-    untagged = approve(approved_graph, rollback=True, rollback_reason="why")
-    assert "a rollback needs rollback_tag: the tag of the served model" in failure_message(untagged)
+    assert "a rollback needs a reason" in failure_message(refused)
+    untagged = roll_back(approved_graph, " ", reason="why")
+    assert "a rollback needs the tag of the served model" in failure_message(untagged)
     served = str(approved_models()[0].tag)
     other = str(approved_models()[-1].tag)
     if other != served:  # naming a model that is not served withdraws nothing
-        wrong = approve(approved_graph, rollback=True, rollback_reason="why", rollback_tag=other)
+        wrong = roll_back(approved_graph, other, reason="why")
         assert f"{other} is not the served model ({served})" in failure_message(wrong)
         assert str(approved_models()[0].tag) == served
+
+
+def test_the_rollback_job_needs_only_the_model_store(
+    approved_graph, tmp_path, model_store_at, monkeypatch
+):
+    """A new Dagster instance and an empty artifact store (a new pod, a restored deployment):
+    the rollback job reads the registry alone."""
+    from bento.registry import approve as approve_tag
+    from bento.registry import publish_pending
+    from orchestration import definitions
+    from orchestration.resources import LocalArtifactStore
+    from tests.conftest import copy_registered
+
+    import shutil
+
+    import bentoml
+
+    home = tmp_path / "bentoml"
+    first = Path(copy_registered(approved_graph["tag"], home))
+    model_store_at(home)
+    monkeypatch.setenv("BENTOML_HOME", str(home))  # the bento build's subprocess
+    info = bentoml.models.get(approved_graph["tag"]).info
+    scratch = tmp_path / "newer"
+    shutil.copytree(first, scratch, ignore=shutil.ignore_patterns("model.yaml", "checksums.json"))
+    newer = publish_pending(scratch, dict(info.labels), dict(info.metadata))
+    approve_tag(newer)
+    fresh = dg.DagsterInstance.ephemeral()
+    result = definitions.defs.resolve_job_def("rollback").execute_in_process(
+        run_config={"tag": newer, "reason": "paged at night", "by": "on-call"},
+        instance=fresh,
+        resources=definitions.pipeline_resources(
+            LocalArtifactStore(root=str(tmp_path / "empty-store"))
+        ),
+        raise_on_error=False,
+    )
+    assert result.success
+    assert result.output_for_node("served_model").tag == approved_graph["tag"]
+    bento_meta = result.asset_materializations_for_node("bento")[0].metadata
+    assert bento_meta["model_tag"].value == approved_graph["tag"]
+    assert bentoml.models.get(newer).info.labels["withdrawn_reason"] == "paged at night"

@@ -62,6 +62,8 @@ def test_monitoring_runs_by_itself_by_default_and_the_rest_is_one_switch_each(mo
         "monitoring_automation": dg.DefaultSensorStatus.RUNNING,
         "new_data_sensor": dg.DefaultSensorStatus.STOPPED,
         "drift_sensor": dg.DefaultSensorStatus.STOPPED,
+        "live_model_sensor": dg.DefaultSensorStatus.RUNNING,
+        "regression_sensor": dg.DefaultSensorStatus.RUNNING,
     }
     monitoring = next(s for s in definitions.SENSORS if s.name == "monitoring_automation")
     assert isinstance(monitoring, dg.AutomationConditionSensorDefinition)
