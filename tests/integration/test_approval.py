@@ -277,15 +277,15 @@ def test_the_rollback_job_needs_only_the_model_store(
 ):
     """A new Dagster instance and an empty artifact store (a new pod, a restored deployment):
     the rollback job reads the registry alone."""
+    import shutil
+
+    import bentoml
+
     from bento.registry import approve as approve_tag
     from bento.registry import publish_pending
     from orchestration import definitions
     from orchestration.resources import LocalArtifactStore
     from tests.conftest import copy_registered
-
-    import shutil
-
-    import bentoml
 
     home = tmp_path / "bentoml"
     first = Path(copy_registered(approved_graph["tag"], home))

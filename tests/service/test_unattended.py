@@ -1,6 +1,6 @@
 """`bentoml serve` left alone: a prediction log that breaks never fails a prediction and
-recovers by itself, and every worker, restarted or not, serves the one model the deployment
-resolved at start."""
+recovers by itself, and with following off (TEXTOPS_FOLLOW=off) every worker, restarted or not,
+serves the one model the deployment resolved at start."""
 
 import os
 import re
@@ -38,6 +38,7 @@ def deployment(approved_graph, tmp_path_factory):
         "TEXTOPS_SERVING_LOG": str(log_dir),
         "TEXTOPS_WORKERS": "2",
         "TEXTOPS_THREADS": "1",
+        "TEXTOPS_FOLLOW": "off",
     }
     env.pop("TEXTOPS_MODEL_TAG", None)
     port = free_port()

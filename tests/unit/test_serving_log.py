@@ -217,3 +217,18 @@ def test_logging_costs_no_time_when_writes_fail(tmp_path):
         append(log)
     assert log.failed_records == 100
     assert time.perf_counter() - started < 5  # a failing disk never stalls the caller
+
+
+def test_a_shadow_record_far_into_a_file_keeps_its_flag():
+    """polars infers a file's columns from its first rows; a candidate's shadow answer further
+    down must not pass for an answer a client got."""
+    import json
+
+    from assets.monitoring.log_window import parse_log
+
+    answered = {"ts": 1.0, "model_tag": "m:1", "label": "a", "probabilities": {"a": 1.0}}
+    lines = [json.dumps(answered)] * 500
+    lines.append(json.dumps({**answered, "model_tag": "m:2", "shadow": True}))
+    frame, torn = parse_log(("\n".join(lines) + "\n").encode())
+    assert torn == 0 and frame.height == 501
+    assert frame.filter(frame["shadow"].fill_null(False))["model_tag"].to_list() == ["m:2"]
