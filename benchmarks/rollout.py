@@ -136,6 +136,22 @@ class Memory:
         self._stop.set()
 
 
+def phases(home: Path, tag: str, started: float) -> dict[str, float]:
+    """Seconds from the approval (or withdrawal) to the deciding worker reading it, from there to
+    every worker having loaded and verified it, and to its promotion (shadow included)."""
+    from bento.rollout import read_history
+
+    events = [e for e in read_history(home / "textops-rollout" / "default") if e["ts"] >= started]
+    at = {e["event"]: e["ts"] for e in events if e.get("tag") == tag}
+    nan = float("nan")
+    loaded = at.get("shadow", at.get("live", nan))
+    return {
+        "noticed_s": at.get("loading", nan) - started,
+        "loaded_s": loaded - at.get("loading", nan),
+        "promoted_s": at.get("live", nan) - loaded,
+    }
+
+
 def p99(records) -> float:
     latencies = [r[1] for r in records if r[2] == 200]
     return float(np.percentile(latencies, 99)) if latencies else float("nan")
@@ -223,6 +239,7 @@ def main() -> None:
                 around = clients.window(started, live + 3)
                 rows.append(
                     {
+                        **phases(home, target, started),
                         "kind": kind,
                         "to_live_s": live - started,
                         "failed": sum(r[2] != 200 for r in around),
@@ -233,6 +250,9 @@ def main() -> None:
                 )
                 served = target
                 print(f"switch {n + 1}: {kind} live in {live - started:.1f} s", flush=True)
+            settled = time.time()
+            time.sleep(args.steady_seconds)
+            after_mb = memory.peak(settled + 5, time.time())
             failed_total = sum(r[2] != 200 for r in clients.records)
             total = len(clients.records)
     finally:
@@ -245,13 +265,14 @@ def main() -> None:
         f"peak memory {one_model_mb:.0f} MB (one model)"
     )
     print(
-        "| switch | to live (s) | requests around it | failed | p99 around it (ms) "
-        "| p99 steady (ms) | peak memory (MB) |"
+        "| switch | to live (s) | noticed / loaded / shadow (s) | requests around it | failed "
+        "| p99 around it (ms) | p99 steady (ms) | peak memory (MB) |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, row in enumerate(rows, 1):
         print(
-            f"| {i}: {row['kind']} | {row['to_live_s']:.1f} | {row['requests']} | "
+            f"| {i}: {row['kind']} | {row['to_live_s']:.1f} | {row['noticed_s']:.1f} / "
+            f"{row['loaded_s']:.1f} / {row['promoted_s']:.1f} | {row['requests']} | "
             f"{row['failed']} | {row['p99_ms']:.1f} | {steady_p99:.1f} | {row['peak_mb']:.0f} |"
         )
     print()
@@ -264,7 +285,8 @@ def main() -> None:
             )
     print(
         f"failed requests: {failed_total} of {total}; peak memory with two models "
-        f"{max(r['peak_mb'] for r in rows):.0f} MB vs {one_model_mb:.0f} MB with one"
+        f"{max(r['peak_mb'] for r in rows):.0f} MB vs {one_model_mb:.0f} MB with one before the "
+        f"first switch and {after_mb:.0f} MB after the last"
     )
 
 

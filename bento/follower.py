@@ -11,10 +11,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bento.live import NotServable, ServedModel
+from bento.live import NotServable, ServedModel, release_memory
 from bento.registry import MODEL_NAME, StoredEntry, approved_entries, read_entries, withdraw
 from bento.rollout import (
     STATE_FILE,
@@ -105,6 +106,8 @@ class Follower:
         self._read_at = -float("inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rollout", daemon=True)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        self._loading: dict[str, Future] = {}
         self._last_error = -float("inf")
 
     def start(self) -> None:
@@ -147,26 +150,48 @@ class Follower:
         tag = candidate["tag"] if candidate else None
         model = self._get(tag) if tag else None
         self._shadow(model if candidate and candidate["phase"] == "shadow" else None)
-        for old in set(self.models) - {self.current.tag, tag}:
+        dropped = set(self.models) - {self.current.tag, tag}
+        for old in dropped:
             del self.models[old]  # a model no longer live or candidate is let go
+        if dropped:
+            release_memory()
+        self.failures = {t: why for t, why in self.failures.items() if t in {live, tag}}
 
     def _get(self, tag: str) -> ServedModel | None:
-        """The loaded model `tag`, loading and verifying it first; None when it cannot be."""
+        """The loaded model `tag`; None while it loads (on a thread of its own, so that this
+        worker keeps reporting) or when it cannot be served."""
         if tag in self.models:
             return self.models[tag]
         if tag in self.failures:
             return None
-        entry = next((e for e in read_entries(self.models_folder) if e.tag == tag), None)
+        loading = self._loading.get(tag)
+        if loading is None:
+            self._loading[tag] = self._loader.submit(self._load_entry, tag)
+            return None
+        if not loading.done():
+            return None
+        del self._loading[tag]
         try:
-            if entry is None:
-                raise NotServable(f"{tag} is not in {self.models_folder}")
-            started = time.monotonic()
-            model = self._load(entry)
+            model = loading.result()
         except NotServable as error:
             self.failures[tag] = str(error)
             self._failed(tag, str(error))
             logger.error("rollout: %s is not served: %s", tag, error)
             return None
+        self.models[tag] = model
+        return model
+
+    def _load_entry(self, tag: str) -> ServedModel:
+        entry = next((e for e in read_entries(self.models_folder) if e.tag == tag), None)
+        if entry is None:
+            raise NotServable(f"{tag} is not in {self.models_folder}")
+        started = time.monotonic()
+        try:
+            model = self._load(entry)
+        except NotServable:
+            raise
+        except Exception as error:  # whatever broke, the model is not served
+            raise NotServable(f"{tag} could not be loaded: {error}") from None
         logger.info(
             "loaded %s (%s, %s) in %.1f s: %s",
             tag,
@@ -175,7 +200,6 @@ class Follower:
             time.monotonic() - started,
             model.why,
         )
-        self.models[tag] = model
         return model
 
     def _report(self, now: float, state: dict[str, Any] | None) -> None:
@@ -192,6 +216,7 @@ class Follower:
                 "serving": self.current.tag,
                 "variant": self.current.variant,
                 "ready": sorted(self.models),
+                "loading": sorted(self._loading),
                 "failed": self.failures,
                 "live": live,
                 "shadow": shadow,
