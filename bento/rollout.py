@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bento.settings import env_int, env_positive_float
+from bento.settings import env_fraction, env_int, env_positive_float, env_switch
 
 logger = logging.getLogger("textops.rollout")
 
@@ -31,30 +31,6 @@ HISTORY_FILE = "history.jsonl"
 WORKERS_DIR = "workers"
 LATENCY_SAMPLES = 2000  # most latencies a worker keeps per model for its p95
 WITHDRAWN_BY = "textops-rollout"
-
-
-def _env_fraction(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number <= 1:
-        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
-    return number
-
-
-def _env_switch(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in {"1", "on", "true", "yes"}:
-        return True
-    if value in {"0", "off", "false", "no"}:
-        return False
-    raise ValueError(f"{name} must be on or off, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +57,7 @@ class RolloutSettings:
         store = os.environ.get("TEXTOPS_FOLLOW_STORE", "").strip()
         containerized = os.environ.get("BENTOML_CONTAINERIZED", "").lower() == "true"
         # A built image serves the model it was built with, unless it is given a store to follow
-        follow = _env_switch("TEXTOPS_FOLLOW", bool(store) or not containerized)
+        follow = env_switch("TEXTOPS_FOLLOW", bool(store) or not containerized)
         if store and not Path(store).is_dir():
             raise ValueError(
                 f"TEXTOPS_FOLLOW_STORE={store!r} is not a folder: give the BentoML models folder "
@@ -100,9 +76,9 @@ class RolloutSettings:
             poll_s=min(env_positive_float("TEXTOPS_ROLLOUT_POLL_S", 1.0), interval),
             shadow_requests=env_int("TEXTOPS_SHADOW_REQUESTS", 500, minimum=0),
             shadow_minutes=env_positive_float("TEXTOPS_SHADOW_MINUTES", 10.0),
-            max_error_rate=_env_fraction("TEXTOPS_SHADOW_MAX_ERROR_RATE", 0.01),
+            max_error_rate=env_fraction("TEXTOPS_SHADOW_MAX_ERROR_RATE", 0.01),
             max_p95_ratio=env_positive_float("TEXTOPS_SHADOW_MAX_P95_RATIO", 2.0),
-            max_label_shift=_env_fraction("TEXTOPS_SHADOW_MAX_LABEL_SHIFT", 0.3),
+            max_label_shift=env_fraction("TEXTOPS_SHADOW_MAX_LABEL_SHIFT", 0.3),
             probation_hours=env_positive_float("TEXTOPS_PROBATION_HOURS", 2.0),
             latency_slo_ms=env_positive_float("TEXTOPS_LATENCY_SLO_MS", 300.0),
             min_requests=env_int("TEXTOPS_PROBATION_MIN_REQUESTS", 50),

@@ -14,14 +14,33 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     return int(value)
 
 
-def env_positive_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, valid, requirement: str) -> float:
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
         number = float(value)
     except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        number = float("nan")
+    if not valid(number):
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
     return number
+
+
+def env_positive_float(name: str, default: float) -> float:
+    return _env_float(name, default, lambda n: n > 0, "a positive number")
+
+
+def env_fraction(name: str, default: float) -> float:
+    return _env_float(name, default, lambda n: 0 <= n <= 1, "a number from 0 to 1")
+
+
+def env_switch(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "on", "true", "yes"}:
+        return True
+    if value in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError(f"{name} must be on or off, got {value!r}")

@@ -90,3 +90,29 @@ def running(
         yield process
     finally:
         stop(process)
+
+
+@contextlib.contextmanager
+def two_worker_service(root: Path, tag: str, **settings: str) -> Iterator[dict]:
+    """`bentoml serve` with 2 workers over a model store of its own at root/bentoml holding a
+    copy of the registered model `tag`, logging to root/serving_log, with `settings` in its
+    environment; yields its url, env, process, store home, log folder and output file."""
+    from tests.conftest import copy_registered, free_port
+
+    home = root / "bentoml"
+    copy_registered(tag, home)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "TEXTOPS_SERVING_LOG": str(root / "serving_log"),
+        "TEXTOPS_WORKERS": "2",
+        "TEXTOPS_THREADS": "1",
+        **settings,
+    }
+    env.pop("TEXTOPS_MODEL_TAG", None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    output = root / "serve.log"
+    with running(bentoml_serve(port), env, output, f"{url}/readyz") as server:
+        yield {"url": url, "env": env, "server": server, "home": home,
+               "log": root / "serving_log", "output": output}  # fmt: skip

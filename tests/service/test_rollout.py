@@ -3,11 +3,9 @@ it: an approval goes live after its shadow and a rollback comes back, with no fa
 no answer mixing two models, both workers ending on the same tag; a model with corrupted weights
 never serves; a shadow that collapses onto one class is withdrawn by itself."""
 
-import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,8 +13,9 @@ import httpx
 import pytest
 
 from bento.rollout import read_history, read_state
-from tests.conftest import copy_registered, free_port, tiny_rows
-from tests.processes import ROOT, bentoml_serve, running
+from tests.conftest import tiny_rows
+from tests.processes import ROOT, two_worker_service
+from tests.traffic import Traffic, wait_for
 
 # A copy of a registered model published and approved as a new model; `corrupt` flips bytes of
 # its int8 weights in the store after publishing (same size: what a bad disk does), `collapse`
@@ -80,30 +79,15 @@ withdraw(sys.argv[1], "a spike of complaints", "on-call")
 def deployment(approved_graph, tmp_path_factory):
     """Two workers following a model store of their own, shadowing 30 requests."""
     root = tmp_path_factory.mktemp("rollout")
-    home = root / "bentoml"
-    copy_registered(approved_graph["tag"], home)
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(home),
-        "TEXTOPS_SERVING_LOG": str(root / "serving_log"),
-        "TEXTOPS_WORKERS": "2",
-        "TEXTOPS_THREADS": "1",
-        "TEXTOPS_FOLLOW_INTERVAL_S": "1",
-        "TEXTOPS_ROLLOUT_POLL_S": "0.5",
-        "TEXTOPS_SHADOW_REQUESTS": "30",
-        "TEXTOPS_SHADOW_MINUTES": "3",
-    }
-    env.pop("TEXTOPS_MODEL_TAG", None)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(bentoml_serve(port), env, root / "serve.log", f"{url}/readyz") as server:
-        yield {
-            "url": url,
-            "env": env,
-            "server": server,
-            "folder": home / "textops-rollout" / "default",
-            "log": root / "serve.log",
-        }
+    with two_worker_service(
+        root,
+        approved_graph["tag"],
+        TEXTOPS_FOLLOW_INTERVAL_S="1",
+        TEXTOPS_ROLLOUT_POLL_S="0.5",
+        TEXTOPS_SHADOW_REQUESTS="30",
+        TEXTOPS_SHADOW_MINUTES="3",
+    ) as service:
+        yield {**service, "folder": service["home"] / "textops-rollout" / "default"}
 
 
 def run(script: str, env: dict, *args: str) -> str:
@@ -118,49 +102,19 @@ def run(script: str, env: dict, *args: str) -> str:
     ).stdout.strip()
 
 
-class Traffic:
-    """A client sending a positive and a negative tweet per request, as fast as answers come."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.statuses: list[int] = []
-        self.answers: list[list[str]] = []  # the model tag of each prediction, per request
-        self.labels: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rows = tiny_rows(100_000, offset=10_000)
-        with httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            i = 0
-            while not self._stop.is_set():
-                texts = [rows[i % len(rows)][0], rows[(i + 1) % len(rows)][0]]
-                i += 2
-                response = client.post(f"{self.url}/classify", json={"texts": texts})
-                self.statuses.append(response.status_code)
-                if response.status_code == 200:
-                    self.answers.append([p["model"] for p in response.json()])
-                    self.labels += [p["label"] for p in response.json()]
-
-    def served(self) -> set[str]:
-        return {tag for answer in self.answers[-20:] for tag in answer}
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
+ROWS = tiny_rows(100_000, offset=10_000)  # the words the session's model learned, both classes
 
 
-def wait_for(condition, limit_s: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} did not happen within {limit_s:.0f} s")
+def pair(i: int) -> list[str]:
+    """A positive and a negative tweet."""
+    return [ROWS[(2 * i) % len(ROWS)][0], ROWS[(2 * i + 1) % len(ROWS)][0]]
+
+
+def rejected(folder: Path, tag: str, what: str) -> str:
+    """The reason the deployment rejected `tag`, once it has."""
+    return wait_for(
+        lambda: (read_state(folder) or {}).get("rejected", {}).get(tag), 120, f"{what}'s rejection"
+    )
 
 
 def workers_serving(folder: Path) -> set[str]:
@@ -174,21 +128,21 @@ def test_an_approval_goes_live_and_a_rollback_comes_back_with_no_failed_request(
     url, env, folder, first = (
         deployment["url"], deployment["env"], deployment["folder"], approved_graph["tag"]
     )  # fmt: skip
-    with Traffic(url) as traffic:
-        wait_for(lambda: traffic.served() == {first}, what="traffic")
+    with Traffic(url, pair) as traffic:
+        wait_for(lambda: traffic.served() == {first}, 120, "traffic")
         newer = run(PUBLISH, env, first, "copy")
-        wait_for(lambda: traffic.served() == {newer}, what=f"{newer} live")
+        wait_for(lambda: traffic.served() == {newer}, 120, f"{newer} live")
         card = httpx.post(f"{url}/model", json={}, timeout=30).json()
         assert card["following"] and card["rollout"]["live"]["tag"] == newer
         assert card["rollout"]["live"]["reason"].startswith("shadow on ")
         assert card["verified"].startswith("checksums and ")
         assert card["variant_reason"]
         run(WITHDRAW, env, newer)
-        wait_for(lambda: traffic.served() == {first}, what=f"the rollback to {first}")
+        wait_for(lambda: traffic.served() == {first}, 120, f"the rollback to {first}")
         time.sleep(2)
     assert set(traffic.statuses) == {200}, sorted(set(traffic.statuses))
     assert all(len(set(answer)) == 1 for answer in traffic.answers)  # one model per request
-    assert wait_for(lambda: workers_serving(folder) == {first}, what="both workers on one tag")
+    assert wait_for(lambda: workers_serving(folder) == {first}, 60, "both workers on one tag")
     assert len(list((folder / "workers").glob("*.json"))) == 2
     events = read_history(folder)
     went_live = [e for e in events if e["event"] == "live"]
@@ -201,16 +155,12 @@ def test_an_approval_goes_live_and_a_rollback_comes_back_with_no_failed_request(
 def test_a_candidate_with_corrupted_weights_never_serves(deployment, approved_graph):
     url, env, folder = deployment["url"], deployment["env"], deployment["folder"]
     served = read_state(folder)["live"]["tag"]
-    with Traffic(url) as traffic:
+    with Traffic(url, pair) as traffic:
         corrupted = run(PUBLISH, env, served, "corrupt")
-        wait_for(
-            lambda: corrupted in (read_state(folder) or {}).get("rejected", {}),
-            what="the corrupted model's rejection",
-        )
+        reason = rejected(folder, corrupted, "the corrupted model")
         time.sleep(2)
     assert set(traffic.statuses) == {200}
     assert {tag for answer in traffic.answers for tag in answer} == {served}
-    reason = read_state(folder)["rejected"][corrupted]
     assert "onnx/model.int8.onnx does not match its sha256" in reason
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     failures = re.findall(
@@ -219,22 +169,18 @@ def test_a_candidate_with_corrupted_weights_never_serves(deployment, approved_gr
         re.MULTILINE,
     )
     assert failures and float(failures[0]) >= 1
-    log = deployment["log"].read_text()
+    log = deployment["output"].read_text()
     assert log.count(f"rollout: {corrupted} is not served") <= 2  # once per worker
 
 
 def test_a_shadow_that_collapses_onto_one_class_is_withdrawn_by_itself(deployment, approved_graph):
     url, env, folder = deployment["url"], deployment["env"], deployment["folder"]
     served = read_state(folder)["live"]["tag"]
-    with Traffic(url) as traffic:
+    with Traffic(url, pair) as traffic:
         collapsed = run(PUBLISH, env, served, "collapse")
-        wait_for(
-            lambda: collapsed in (read_state(folder) or {}).get("rejected", {}),
-            what="the collapsed model's rejection",
-        )
+        reason = rejected(folder, collapsed, "the collapsed model")
     assert set(traffic.statuses) == {200}
     assert {tag for answer in traffic.answers for tag in answer} == {served}
-    reason = read_state(folder)["rejected"][collapsed]
     assert reason.startswith("shadow: label mix {negative: 100%}"), reason
     labels = run(LABELS, env, collapsed)
     assert "'withdrawn': 'true'" in labels and "'withdrawn_by': 'textops-rollout'" in labels

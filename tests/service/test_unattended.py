@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import psutil
 import pytest
 
 from assets.monitoring.log_window import read_serving_log
-from tests.conftest import copy_registered, free_port
-from tests.processes import ROOT, bentoml_serve, running
+from tests.processes import ROOT, two_worker_service
+from tests.traffic import Traffic, wait_for
 
 WORKER = "_bentoml_impl.worker.service"
 
@@ -28,60 +27,12 @@ def deployment(approved_graph, tmp_path_factory):
     """Two service processes over a model store of their own, logging to a folder of their
     own."""
     root = tmp_path_factory.mktemp("unattended")
-    home = root / "bentoml"
-    (home / "models").mkdir(parents=True)
-    copy_registered(approved_graph["tag"], home)
-    log_dir = root / "serving_log"
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(home),
-        "TEXTOPS_SERVING_LOG": str(log_dir),
-        "TEXTOPS_WORKERS": "2",
-        "TEXTOPS_THREADS": "1",
-        "TEXTOPS_FOLLOW": "off",
-    }
-    env.pop("TEXTOPS_MODEL_TAG", None)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(bentoml_serve(port), env, root / "serve.log", f"{url}/readyz") as server:
-        yield {"url": url, "log": log_dir, "env": env, "server": server, "home": home}
+    with two_worker_service(root, approved_graph["tag"], TEXTOPS_FOLLOW="off") as service:
+        yield service
 
 
-class Traffic:
-    """A client sending one tweet per request, as fast as answers come, from its own thread."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.statuses: list[int] = []
-        self.sent: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        # a connection per request, so that every worker gets some of them
-        with httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            while not self._stop.is_set():
-                text = f"@user tweet {len(self.sent)}: such a wonderful day"
-                self.sent.append(text)
-                response = client.post(f"{self.url}/classify", json={"texts": [text]})
-                self.statuses.append(response.status_code)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
-def wait_for(condition, limit_s: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} did not happen within {limit_s:.0f} s")
+def tweet(i: int) -> list[str]:
+    return [f"@user tweet {i}: such a wonderful day"]
 
 
 def logged_texts(folder: Path) -> set[str]:
@@ -102,12 +53,12 @@ def failed_records(url: str) -> float:
 
 def test_a_broken_prediction_log_never_fails_a_prediction_and_recovers(deployment):
     url, log = deployment["url"], deployment["log"]
-    with Traffic(url) as before:
+    with Traffic(url, tweet) as before:
         wait_for(lambda: len(before.sent) > 20, what="traffic")
     wait_for(lambda: set(before.sent[:20]) <= logged_texts(log), what="the log's first records")
 
     # the folder replaced by a plain file in the middle of traffic
-    with Traffic(url) as broken:
+    with Traffic(url, tweet) as broken:
         time.sleep(1)
         replace_with_a_file(log)
         during = len(broken.sent)
@@ -194,7 +145,7 @@ def test_every_worker_serves_the_tag_resolved_at_start(deployment, approved_grap
 
     # traffic until the restarted worker has answered some of it
     log = deployment["log"]
-    with Traffic(url) as traffic:
+    with Traffic(url, tweet) as traffic:
         wait_for(
             lambda: any(f"-{restarted}-" in p.name for p in log.glob("predictions-*.jsonl")),
             limit_s=60,
