@@ -185,15 +185,19 @@ def resolve_start() -> tuple[str, RolloutSettings | None]:
 START, ROLLOUT = resolve_start()
 
 
-def own_tag() -> str:
+def own_tag() -> str | None:
     """The model this service packages into a bento: the start tag, unless that lives only in
-    a followed store (then this store's newest approved model, when it has one)."""
+    a followed store (then this store's newest approved model; None when it has none, and a
+    service that only follows another store carries no model of its own)."""
     if ROLLOUT is None or ROLLOUT.store is None:
         return START
     try:
         return serving_tag()
     except NoApprovedModelError:
-        return START
+        return None
+
+
+OWN_TAG = own_tag()
 
 
 _METRICS: dict[str, Any] = {}
@@ -298,7 +302,8 @@ class ModelCard(BaseModel):
     logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
 )
 class TextClassifier:
-    model_ref = bentoml.models.BentoModel(own_tag())
+    if OWN_TAG is not None:
+        model_ref = bentoml.models.BentoModel(OWN_TAG)
 
     def __init__(self) -> None:
         quiet_client_errors()

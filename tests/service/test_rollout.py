@@ -3,6 +3,7 @@ it: an approval goes live after its shadow and a rollback comes back, with no fa
 no answer mixing two models, both workers ending on the same tag; a model with corrupted weights
 never serves; a shadow that collapses onto one class is withdrawn by itself."""
 
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import httpx
 import pytest
 
 from bento.rollout import read_history, read_state
-from tests.conftest import tiny_rows
-from tests.processes import ROOT, two_worker_service
+from tests.conftest import copy_registered, free_port, tiny_rows
+from tests.processes import ROOT, bentoml_serve, running, two_worker_service
 from tests.traffic import Traffic, wait_for
 
 # A copy of a registered model published and approved as a new model; `corrupt` flips bytes of
@@ -191,3 +192,31 @@ def test_a_shadow_that_collapses_onto_one_class_is_withdrawn_by_itself(deploymen
     shadowed = read_serving_log(log, shadow=True)[0]
     assert collapsed in shadowed.filter(shadowed["shadow"])["model_tag"].to_list()
     assert collapsed not in read_serving_log(log)[0]["model_tag"].to_list()
+
+
+def test_a_service_follows_a_mounted_store_of_another_home(approved_graph, tmp_path):
+    """What an image given TEXTOPS_FOLLOW_STORE does: its own store holds no model; it serves
+    the mounted store's champion, and the next one approved there (shadow off here)."""
+    mounted = tmp_path / "mounted"
+    copy_registered(approved_graph["tag"], mounted)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "own"),
+        "TEXTOPS_FOLLOW_STORE": str(mounted / "models"),
+        "TEXTOPS_SERVING_LOG": "off",
+        "TEXTOPS_WORKERS": "1",
+        "TEXTOPS_FOLLOW_INTERVAL_S": "1",
+        "TEXTOPS_SHADOW_REQUESTS": "0",
+    }
+    env.pop("TEXTOPS_MODEL_TAG", None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serving = running(bentoml_serve(port), env, tmp_path / "serve.log", f"{url}/readyz")
+    with serving, Traffic(url, pair) as traffic:
+        wait_for(lambda: traffic.served() == {approved_graph["tag"]}, 120, "traffic")
+        newer = run(PUBLISH, {**env, "BENTOML_HOME": str(mounted)}, approved_graph["tag"], "copy")
+        wait_for(lambda: traffic.served() == {newer}, 120, f"{newer} live")
+    assert set(traffic.statuses) == {200}
+    assert not (tmp_path / "own" / "models").exists() or not any(
+        (tmp_path / "own" / "models").iterdir()
+    )
