@@ -13,7 +13,7 @@ from tests.conftest import materialize_selected
 @pytest.fixture(scope="module")
 def built(approved_graph):
     result = materialize_selected(
-        approved_graph["store"], ["bento"], instance=approved_graph["instance"]
+        approved_graph["store"], ["served_model", "bento"], instance=approved_graph["instance"]
     )
     return result.asset_materializations_for_node("bento")[0].metadata
 

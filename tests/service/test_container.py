@@ -37,7 +37,7 @@ def test_containerized_bento_answers_classify(approved_graph, podman_image):
         pytest.skip("no local CPU torch wheel (set TEXTOPS_TORCH_WHEEL)")
     result = materialize_selected(
         approved_graph["store"],
-        ["bento"],
+        ["served_model", "bento"],
         run_config={"ops": {"bento": {"config": {"torch_wheel": wheel}}}},
         instance=approved_graph["instance"],
     )
