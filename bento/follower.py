@@ -248,7 +248,7 @@ class Follower:
                 now,
             )
         if now - self._read_at >= self.settings.interval_s or self._champion is None:
-            self._champion = self._read_registry(state["live"]["tag"])
+            self._champion = self._read_registry(state["live"]["tag"], state.get("rejected", {}))
             self._read_at = now
         stale_s = max(10 * self.settings.poll_s, 10.0)
         decided = plan(
@@ -272,11 +272,15 @@ class Follower:
     def _entries(self) -> list[StoredEntry]:
         return read_entries(self.models_folder)
 
-    def _read_registry(self, live: str) -> Champion:
+    def _read_registry(self, live: str, rejected: dict[str, str]) -> Champion:
+        """The registry's champion as this deployment can serve it: the newest approved model
+        it has not rejected (a model that failed to load here stays approved in the registry,
+        and must not stop a rollback to an older one)."""
         approved = approved_entries(self.models_folder)
-        if not approved:
-            return Champion(None, False, False, {})
-        champion = approved[0]
+        servable = [e for e in approved if e.tag not in rejected or e.tag == live]
+        if not servable:
+            return Champion(None, any(e.tag == live for e in approved), False, {})
+        champion = servable[0]
         live_entry = next((e for e in self._entries() if e.tag == live), None)
         from bento.live import read_verification
 

@@ -185,3 +185,28 @@ def test_settings_are_checked_with_the_variable_named(monkeypatch, tmp_path):
     followed = RolloutSettings.from_env(tmp_path, tmp_path)
     assert followed.follow and followed.store == tmp_path
     assert followed.folder == tmp_path / "textops-rollout" / "default"
+
+
+def test_the_followed_champion_skips_models_this_deployment_rejected(tmp_path):
+    """A model that failed to load here stays approved in the registry; when the live model is
+    withdrawn, the deployment rolls back to the newest approved model it can serve."""
+    import yaml
+
+    from bento.follower import Follower
+
+    for i, (version, labels) in enumerate(
+        [("old", {"approved": "true"}), ("live", {"approved": "false", "withdrawn": "true"}),
+         ("broken", {"approved": "true"})]
+    ):  # fmt: skip
+        folder = tmp_path / "textops-classifier" / version
+        folder.mkdir(parents=True)
+        info = {"creation_time": f"2026-12-0{i + 1}T00:00:00+00:00", "labels": labels}
+        (folder / "model.yaml").write_text(yaml.safe_dump(info))
+    follower = Follower.__new__(Follower)
+    follower.models_folder = tmp_path
+    rejected = {"textops-classifier:broken": "not served: its files do not match"}
+    champion = follower._read_registry("textops-classifier:live", rejected)
+    assert champion.tag == "textops-classifier:old"
+    assert not champion.live_approved and not champion.newer_than_live
+    decided = plan(empty_state("textops-classifier:live", 0.0, "s"), champion, [], 1.0, SETTINGS)
+    assert decided.state["candidate"]["kind"] == "rollback"
