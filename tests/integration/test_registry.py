@@ -170,7 +170,7 @@ def test_a_registration_killed_half_way_is_never_served(approved_graph, own_stor
     assert roll_back(approved_graph, decision.served_tag).success
     assert [str(m.tag) for m in approved_models()] == [champion, *others]
     again = roll_back(approved_graph, decision.served_tag)
-    assert again.success and again.output_for_node("approved_model").served_tag == champion
+    assert again.success and again.output_for_node("served_model").tag == champion
     assert [str(m.tag) for m in approved_models()] == [champion, *others]
 
 

@@ -194,6 +194,7 @@ def test_a_shadow_that_collapses_onto_one_class_is_withdrawn_by_itself(deploymen
     assert collapsed not in read_serving_log(log)[0]["model_tag"].to_list()
 
 
+@pytest.mark.slow
 def test_a_service_follows_a_mounted_store_of_another_home(approved_graph, tmp_path):
     """What an image given TEXTOPS_FOLLOW_STORE does: its own store holds no model; it serves
     the mounted store's champion, and the next one approved there (shadow off here)."""
