@@ -22,7 +22,7 @@ from bento.inference import (
     load_predictor,
     serving_settings,
 )
-from bento.registry import integrity_problems
+from bento.registry import CHECKSUMS_FILE, integrity_problems
 from bento.runtime import check_runtime
 
 logger = logging.getLogger("textops.service")
@@ -103,6 +103,8 @@ def load_served(
 ) -> ServedModel:
     """The model at `path` verified, timed, warmed and ready; NotServable when a check fails."""
     path = Path(path)
+    if not (path / CHECKSUMS_FILE).is_file():
+        raise NotServable(f"{tag} has no {CHECKSUMS_FILE}: its files cannot be verified")
     problems = integrity_problems(path, full=True)
     if problems:
         raise NotServable(f"{tag}: its files do not match their checksums ({'; '.join(problems)})")

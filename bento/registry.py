@@ -126,15 +126,39 @@ def write_checksums(folder: Path) -> dict[str, dict[str, Any]]:
     return sums
 
 
+def read_checksums(folder: Path) -> dict[str, dict[str, Any]] | None:
+    """A model folder's checksums.json as {relative path: {size, sha256}}; None when it has
+    none. A file that is not that shape (damaged, hand-edited) raises CorruptModelError."""
+    sums_path = Path(folder) / CHECKSUMS_FILE
+    if not sums_path.is_file():
+        return None
+    try:
+        sums = json.loads(sums_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CorruptModelError(f"{CHECKSUMS_FILE} cannot be read: {error}") from None
+    if not isinstance(sums, dict) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("sha256"), str)
+        for entry in sums.values()
+    ):
+        raise CorruptModelError(
+            f"{CHECKSUMS_FILE} is not a map of file names to their size and sha256"
+        )
+    return sums
+
+
 def integrity_problems(folder: Path, full: bool = False) -> list[str]:
     """What is wrong with a model folder's files against its checksums.json: missing files,
-    other sizes, and with `full` other contents. A folder without checksums (written before
-    they were taken) has nothing to check."""
-    sums_path = folder / CHECKSUMS_FILE
-    if not sums_path.is_file():
-        return []
+    other sizes, and with `full` other contents; a damaged checksums.json is a problem too, never
+    an exception. A folder without checksums (written before they were taken) has nothing to
+    check here; the service refuses to serve it (bento/live.py)."""
+    try:
+        sums = read_checksums(folder)
+    except CorruptModelError as error:
+        return [str(error)]
     problems = []
-    for name, expected in json.loads(sums_path.read_text()).items():
+    for name, expected in (sums or {}).items():
         path = folder / name
         if not path.is_file():
             problems.append(f"{name} is missing")

@@ -74,3 +74,22 @@ def test_a_model_that_cannot_load_is_refused_with_the_reason(model_copy):
     write_checksums(folder)
     with pytest.raises(NotServable, match="could not be loaded"):
         load(folder, entry)
+
+
+def test_a_model_without_checksums_is_never_served(model_copy):
+    folder, entry = model_copy
+    (folder / "checksums.json").unlink()
+    with pytest.raises(NotServable, match="has no checksums.json: its files cannot be verified"):
+        load(folder, entry)
+
+
+@pytest.mark.parametrize("damaged", ["{", "[]", '{"model.onnx": {"sha256": "ab"}}', "null"])
+def test_a_damaged_checksums_file_is_a_problem_never_an_exception(model_copy, damaged):
+    from bento.registry import integrity_problems
+
+    folder, entry = model_copy
+    (folder / "checksums.json").write_text(damaged)
+    (problem,) = integrity_problems(folder)
+    assert problem.startswith("checksums.json ")
+    with pytest.raises(NotServable, match="its files do not match their checksums"):
+        load(folder, entry)
