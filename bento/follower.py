@@ -239,7 +239,11 @@ class Follower:
         return True
 
     def _decide(self, now: float, state: dict[str, Any] | None) -> None:
-        if state is None or not any(e.tag == state["live"]["tag"] for e in self._entries()):
+        reading = now - self._read_at >= self.settings.interval_s or self._champion is None
+        # the live model gone from the store is checked when the registry is read, not each poll
+        if state is None or (
+            reading and not any(e.tag == state["live"]["tag"] for e in self._entries())
+        ):
             state = empty_state(self.current.tag, now, "serving at start")
             write_json(self.folder / STATE_FILE, state)
             append_history(
@@ -247,7 +251,7 @@ class Follower:
                 [{"event": "live", "tag": self.current.tag, "reason": "serving at start"}],
                 now,
             )
-        if now - self._read_at >= self.settings.interval_s or self._champion is None:
+        if reading:
             self._champion = self._read_registry(state["live"]["tag"], state.get("rejected", {}))
             self._read_at = now
         stale_s = max(10 * self.settings.poll_s, 10.0)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -455,7 +455,3 @@ def live_workers(folder: Path, now: float, stale_s: float) -> list[dict[str, Any
         if report and now - report.get("heartbeat", 0) <= stale_s:
             reports.append(report)
     return reports
-
-
-def state_dict(settings: RolloutSettings) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}

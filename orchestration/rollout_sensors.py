@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from bento.rollout import read_history, read_state
+from bento.settings import env_positive_float
 
 SERVED_MODEL = dg.AssetKey("served_model")
 DRIFT_REPORT = dg.AssetKey("drift_report")
@@ -131,7 +132,7 @@ def regression_sensor(job, status: dg.DefaultSensorStatus) -> dg.SensorDefinitio
                 state["drift_ts"] = record.timestamp
                 if metadata["drifted"].value and "model_tag" in metadata:
                     drifted = metadata["model_tag"].value
-        hours = float(os.environ.get("TEXTOPS_PROBATION_HOURS", "2") or 2)
+        hours = env_positive_float("TEXTOPS_PROBATION_HOURS", 2.0)
         requests = [
             dg.RunRequest(
                 run_key=f"rollback-{tag}",  # one rollback per model, whatever noticed it

@@ -116,3 +116,16 @@ def two_worker_service(root: Path, tag: str, **settings: str) -> Iterator[dict]:
     with running(bentoml_serve(port), env, output, f"{url}/readyz") as server:
         yield {"url": url, "env": env, "server": server, "home": home,
                "log": root / "serving_log", "output": output}  # fmt: skip
+
+
+def run_script(script: str, env: dict[str, str], *args: str) -> str:
+    """stdout of `python -c script *args` from the repository root; raises when it fails."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.strip()

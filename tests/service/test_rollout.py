@@ -5,8 +5,6 @@ never serves; a shadow that collapses onto one class is withdrawn by itself."""
 
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from bento.rollout import read_history, read_state
 from tests.conftest import copy_registered, free_port, tiny_rows
-from tests.processes import ROOT, bentoml_serve, running, two_worker_service
+from tests.processes import bentoml_serve, run_script, running, two_worker_service
 from tests.traffic import Traffic, wait_for
 
 # A copy of a registered model published and approved as a new model; `corrupt` flips bytes of
@@ -91,18 +89,6 @@ def deployment(approved_graph, tmp_path_factory):
         yield {**service, "folder": service["home"] / "textops-rollout" / "default"}
 
 
-def run(script: str, env: dict, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout.strip()
-
-
 ROWS = tiny_rows(100_000, offset=10_000)  # the words the session's model learned, both classes
 
 
@@ -131,14 +117,14 @@ def test_an_approval_goes_live_and_a_rollback_comes_back_with_no_failed_request(
     )  # fmt: skip
     with Traffic(url, pair) as traffic:
         wait_for(lambda: traffic.served() == {first}, 120, "traffic")
-        newer = run(PUBLISH, env, first, "copy")
+        newer = run_script(PUBLISH, env, first, "copy")
         wait_for(lambda: traffic.served() == {newer}, 120, f"{newer} live")
         card = httpx.post(f"{url}/model", json={}, timeout=30).json()
         assert card["following"] and card["rollout"]["live"]["tag"] == newer
         assert card["rollout"]["live"]["reason"].startswith("shadow on ")
         assert card["verified"].startswith("checksums and ")
         assert card["variant_reason"]
-        run(WITHDRAW, env, newer)
+        run_script(WITHDRAW, env, newer)
         wait_for(lambda: traffic.served() == {first}, 120, f"the rollback to {first}")
         time.sleep(2)
     assert set(traffic.statuses) == {200}, sorted(set(traffic.statuses))
@@ -157,7 +143,7 @@ def test_a_candidate_with_corrupted_weights_never_serves(deployment, approved_gr
     url, env, folder = deployment["url"], deployment["env"], deployment["folder"]
     served = read_state(folder)["live"]["tag"]
     with Traffic(url, pair) as traffic:
-        corrupted = run(PUBLISH, env, served, "corrupt")
+        corrupted = run_script(PUBLISH, env, served, "corrupt")
         reason = rejected(folder, corrupted, "the corrupted model")
         time.sleep(2)
     assert set(traffic.statuses) == {200}
@@ -178,12 +164,12 @@ def test_a_shadow_that_collapses_onto_one_class_is_withdrawn_by_itself(deploymen
     url, env, folder = deployment["url"], deployment["env"], deployment["folder"]
     served = read_state(folder)["live"]["tag"]
     with Traffic(url, pair) as traffic:
-        collapsed = run(PUBLISH, env, served, "collapse")
+        collapsed = run_script(PUBLISH, env, served, "collapse")
         reason = rejected(folder, collapsed, "the collapsed model")
     assert set(traffic.statuses) == {200}
     assert {tag for answer in traffic.answers for tag in answer} == {served}
     assert reason.startswith("shadow: label mix {negative: 100%}"), reason
-    labels = run(LABELS, env, collapsed)
+    labels = run_script(LABELS, env, collapsed)
     assert "'withdrawn': 'true'" in labels and "'withdrawn_by': 'textops-rollout'" in labels
     # its answers were logged as shadow, and monitoring reads only what clients got
     from assets.monitoring.log_window import read_serving_log
@@ -215,7 +201,9 @@ def test_a_service_follows_a_mounted_store_of_another_home(approved_graph, tmp_p
     serving = running(bentoml_serve(port), env, tmp_path / "serve.log", f"{url}/readyz")
     with serving, Traffic(url, pair) as traffic:
         wait_for(lambda: traffic.served() == {approved_graph["tag"]}, 120, "traffic")
-        newer = run(PUBLISH, {**env, "BENTOML_HOME": str(mounted)}, approved_graph["tag"], "copy")
+        newer = run_script(
+            PUBLISH, {**env, "BENTOML_HOME": str(mounted)}, approved_graph["tag"], "copy"
+        )
         wait_for(lambda: traffic.served() == {newer}, 120, f"{newer} live")
     assert set(traffic.statuses) == {200}
     assert not (tmp_path / "own" / "models").exists() or not any(

@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from assets.monitoring.log_window import read_serving_log
-from tests.processes import ROOT, two_worker_service
+from tests.processes import run_script, two_worker_service
 from tests.traffic import Traffic, wait_for
 
 WORKER = "_bentoml_impl.worker.service"
@@ -120,15 +119,7 @@ print(tag)
 def test_every_worker_serves_the_tag_resolved_at_start(deployment, approved_graph):
     url, env, served = deployment["url"], deployment["env"], approved_graph["tag"]
     assert httpx.post(f"{url}/model", json={}, timeout=30).json()["tag"] == served
-    newer = subprocess.run(
-        [sys.executable, "-c", APPROVE_A_NEWER_MODEL, served],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout.strip()
+    newer = run_script(APPROVE_A_NEWER_MODEL, env, served)
     assert newer != served  # the store's newest approved model is another one now
     before = wait_for(
         lambda: len(worker_pids(deployment["server"])) == 2 and worker_pids(deployment["server"]),
