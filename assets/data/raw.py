@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.data.sources.formats import SourceError
 from assets.data.sources.landing import landed_files, read_landed
 from assets.data.sources.redaction import redact
 from assets.data.sources.transports import DEFAULT_SOURCE, read_source
@@ -41,7 +42,19 @@ class RawTextsConfig(dg.Config):
 
 
 def resolve_source(configured: str) -> str:
-    return configured or os.environ.get("TEXTOPS_SOURCE") or DEFAULT_SOURCE
+    """The source URI: `configured` (run config), else $TEXTOPS_SOURCE, else the default. One
+    with surrounding whitespace is refused, not trimmed: it is most often a value pasted with
+    its neighbour's quote or newline, worth a look before anything is read from it."""
+    setting, uri = ("source", configured) if configured else ("TEXTOPS_SOURCE", "")
+    uri = uri or os.environ.get("TEXTOPS_SOURCE", "")
+    if not uri:
+        return DEFAULT_SOURCE
+    if uri != uri.strip():
+        raise SourceError(
+            f"{setting}={redact(uri)!r}: starts or ends with whitespace (a space, tab or "
+            "newline); remove it"
+        )
+    return uri
 
 
 def landing_location(configured: str = "") -> str:

@@ -1,4 +1,5 @@
 import http.server
+import io
 import json
 import threading
 from functools import partial
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from assets.data.sources.formats import SourceError
+from assets.data.sources.formats import RAW_SCHEMA, SourceError, read_table
 from assets.data.sources.transports import fetch, read_source
 from tests.conftest import write_tweeteval
 
@@ -250,3 +253,57 @@ def test_utf8_is_checked_across_block_boundaries(monkeypatch):
     assert formats.read_table(data, "x.csv").frame["text"].to_list() == ["\u00e9\u20ac\U0001f600"]
     with pytest.raises(SourceError, match="invalid byte 0xe2 on line 3"):
         formats.read_table(data + b"x\xe2\x82,1\n", "x.csv")  # a character cut short
+
+
+# --- generated hostile input: a parser returns the raw_texts frame or raises SourceError ------
+
+FORMATS = ["d.csv", "d.jsonl", "d.ndjson", "d.parquet"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=5,
+)
+ROWS = st.lists(
+    st.dictionaries(
+        st.sampled_from(["text", "label", "split", "label_name", "other"]), JSON_VALUES
+    ),
+    max_size=5,
+)
+# a few seconds per example: a parser stuck on a pathological input fails instead of hanging
+PARSER_SETTINGS = settings(max_examples=300, deadline=5000)
+
+
+def read_or_refuse(data: bytes, name: str) -> None:
+    """The frame of RAW_SCHEMA when `data` parses; SourceError naming the file when not (any
+    other exception fails the test that calls this)."""
+    try:
+        source = read_table(data, name)
+    except SourceError as error:
+        assert str(error).startswith(f"{name}: "), str(error)
+        return
+    assert dict(source.frame.schema) == RAW_SCHEMA
+    assert source.frame["label"].is_between(0, len(source.label_names) - 1).all()
+
+
+@PARSER_SETTINGS
+@given(data=st.binary(max_size=300), name=st.sampled_from(FORMATS))
+def test_any_bytes_are_read_or_refused_with_a_source_error(data, name):
+    read_or_refuse(data, name)
+
+
+@PARSER_SETTINGS
+@given(ROWS)
+def test_any_json_lines_are_read_or_refused_with_a_source_error(rows):
+    read_or_refuse("\n".join(json.dumps(row) for row in rows).encode(), "d.jsonl")
+
+
+@PARSER_SETTINGS
+@given(ROWS)
+def test_any_parquet_table_is_read_or_refused_with_a_source_error(rows):
+    try:
+        frame = pl.DataFrame(rows)
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        return  # rows polars itself cannot make a table of
+    read_or_refuse(buffer.getvalue(), "d.parquet")

@@ -420,3 +420,43 @@ def test_a_signed_url_leaves_no_secret_in_the_run(served, store, tmp_path, monke
     everything = "\n".join(recorded)
     assert "reading " + shown in everything  # the logs name the source, redacted
     assert SECRET not in everything and PASSWORD not in everything
+
+
+def test_a_source_with_surrounding_whitespace_is_refused_and_leaves_no_secret(
+    store, monkeypatch, capfd
+):
+    from assets.data.raw import raw_texts
+    from orchestration.definitions import pipeline_resources
+
+    monkeypatch.setenv("TEXTOPS_SOURCE", f" https://alice:{PASSWORD}@127.0.0.1:9/d.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    failed = dg.materialize(
+        [raw_texts], resources=pipeline_resources(store), instance=instance, raise_on_error=False
+    )
+    assert not failed.success
+    (failure,) = failed.get_step_failure_events()
+    message = failure.step_failure_data.error.cause.message
+    assert "TEXTOPS_SOURCE=' https://***@127.0.0.1:9/d.csv': starts or ends with whitespace" in (
+        message
+    )
+    recorded = [repr(event) for event in instance.all_logs(failed.run_id)]
+    output = capfd.readouterr()
+    assert PASSWORD not in "\n".join([*recorded, output.out, output.err])
+
+
+def test_a_library_error_quoting_the_request_is_redacted(tmp_path, monkeypatch):
+    """http.client's InvalidURL quotes the request line (path and query, signature and all);
+    what reaches the message, and the warning of a stale copy, is redacted."""
+    import http.client
+    import urllib.request
+
+    def refuse(opener, request, *args, **kwargs):
+        raise http.client.InvalidURL(f"URL can't contain control characters. {request.selector!r}")
+
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", refuse)
+    url = f"https://reader:{PASSWORD}@127.0.0.1:9/d.csv?X-Goog-Signature={SECRET}"
+    with pytest.raises(SourceError) as refused:
+        fetch(url, tmp_path, quiet)
+    quoted = "(URL can't contain control characters. '/d.csv?X-Goog-Signature=***'"
+    assert f"cannot download {quoted}" in str(refused.value)
+    assert SECRET not in str(refused.value) and PASSWORD not in str(refused.value)

@@ -29,13 +29,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from assets.data.sources.formats import SourceError
-from assets.data.sources.redaction import redact
+from assets.data.sources.redaction import redact, redact_message
 from assets.progress import Log, Progress
 from bento.settings import env_int, env_positive_float
 
@@ -107,11 +108,8 @@ def parse_url(url: str) -> SourceUrl:
     """Checks `url` and splits it (see `SourceUrl`): https, or http to this machine; a fragment
     is nothing but `sha256=<hex>`."""
     shown = redact(url)
-    try:
-        parts = urlsplit(url)
-        host, _port = parts.hostname, parts.port  # a malformed port raises here
-    except ValueError as error:
-        raise SourceError(f"{shown}: not a valid URL ({error})") from None
+    parts = _split(url, shown)
+    host = parts.hostname
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http") or not host:
         raise SourceError(f"{shown}: not a valid URL; expected https://host/path")
@@ -137,6 +135,31 @@ def parse_url(url: str) -> SourceUrl:
         pin=pin,
         loopback=loopback,
     )
+
+
+def _split(url: str, shown: str) -> SplitResult:
+    """`urlsplit`'s reading of `url`, once `url` is one that http.client would send as written;
+    a refusal says what is wrong in words of its own, since the parser's and http.client's quote
+    the URL, whose password may be cut short where redaction cannot tell it apart."""
+    if unsafe := next((c for c in url if c.isspace() or not c.isprintable()), None):
+        raise SourceError(
+            f"{shown}: not a valid URL: it holds {unsafe!r} (character {url.index(unsafe) + 1}); "
+            "percent-encode it (a space is %20) or remove it"
+        )
+    try:
+        parts = urlsplit(url)
+        _port = parts.port  # a malformed port raises here
+    except ValueError:
+        raise SourceError(
+            f"{shown}: not a valid URL (its host or port cannot be read); a user name or password "
+            "holding '/', '?', '#', '@' or ':' must be percent-encoded (%2F, %3F, %23, %40, %3A)"
+        ) from None
+    if not (parts.path + parts.query + parts.fragment).isascii():
+        raise SourceError(
+            f"{shown}: not a valid URL: its path or query holds a character outside ASCII; "
+            "percent-encode it (as a browser's address bar does when the URL is copied)"
+        )
+    return parts
 
 
 def max_download_bytes() -> int:
@@ -175,15 +198,31 @@ def fetch(
     The bytes returned are read back from the finished blob: the download itself never sits in
     memory.
     """
-    source = url if isinstance(url, SourceUrl) else parse_url(url)
-    return _Download(
-        source,
-        cache / "downloads",
-        log,
-        warn or log,
-        deadline if deadline is not None else download_deadline(),
-        max_download_bytes(),
-    ).run()
+    with secrets_hidden(url.full if isinstance(url, SourceUrl) else url):
+        source = url if isinstance(url, SourceUrl) else parse_url(url)
+        return _Download(
+            source,
+            cache / "downloads",
+            log,
+            warn or log,
+            deadline if deadline is not None else download_deadline(),
+            max_download_bytes(),
+        ).run()
+
+
+@contextlib.contextmanager
+def secrets_hidden(uri: str) -> Iterator[None]:
+    """Whatever is raised inside, with no secret of `uri` in its message: an error whose message
+    holds one (a library's, quoting the request) is raised again as a SourceError with that
+    message redacted, its chain dropped; any other goes on as it was."""
+    try:
+        yield
+    except Exception as error:
+        message = str(error)
+        shown = redact_message(message, uri)
+        if shown == message:
+            raise
+        raise SourceError(shown) from None
 
 
 @dataclass
@@ -233,7 +272,9 @@ class _Download:
                 "signed URL, that it has not expired"
             ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-            return self._stale(entry, str(getattr(error, "reason", error)) or type(error).__name__)
+            reason = str(getattr(error, "reason", error)) or type(error).__name__
+            # http.client and urllib quote the request in some of their errors
+            return self._stale(entry, redact_message(reason, source.full))
         self._record(digest, headers.get("ETag"), headers.get("Last-Modified"))
         try:  # hashed on its way in: read back, not hashed again
             return (self.blobs / digest).read_bytes()

@@ -189,7 +189,7 @@ def frame_to_source(frame: pl.DataFrame, name: str) -> RawSource:
             )
     if frame.height == 0:
         raise SourceError(f"{name}: no rows")
-    frame = frame.with_columns(pl.col("text").cast(pl.String).fill_null(""))
+    frame = frame.with_columns(_as_text(frame, "text", name).fill_null(""))
     if frame["label"].null_count():
         row = frame["label"].is_null().arg_true()[0]
         raise SourceError(f"{name}: row {row + 1} has no label")
@@ -199,14 +199,29 @@ def frame_to_source(frame: pl.DataFrame, name: str) -> RawSource:
     return RawSource(with_label_names(out, label_names), label_names)
 
 
+def _as_text(frame: pl.DataFrame, column: str, name: str) -> pl.Series:
+    """`column` as strings: a number reads as its digits; a list, a record or bytes that are
+    not UTF-8 (a JSON array, a Parquet struct or binary column) is refused, naming the column."""
+    series = frame[column]
+    try:
+        if series.dtype.is_nested() or series.dtype == pl.Object:
+            raise pl.exceptions.InvalidOperationError(str(series.dtype))
+        return series.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        raise SourceError(
+            f"{name}: column '{column}' holds {series.dtype} values, which are not text; "
+            f"expected one {column} per row, a string (or, for a label, an integer id)"
+        ) from None
+
+
 def _label_ids(frame: pl.DataFrame, name: str) -> tuple[pl.Series, list[str]]:
-    raw = frame["label"].cast(pl.String).str.strip_chars()
+    raw = _as_text(frame, "label", name).str.strip_chars()
     if raw.str.contains(r"^\d+$").all():
         ids = raw.cast(pl.Int64)
         present = sorted(ids.unique().to_list())
         if "label_name" in frame.columns:
             # the name a row gives its id, the last row's winning: one row per id, not per text
-            named = pl.DataFrame({"id": ids, "name": frame["label_name"].cast(pl.String)})
+            named = pl.DataFrame({"id": ids, "name": _as_text(frame, "label_name", name)})
             pairs = dict(named.unique("id", keep="last").iter_rows())
             label_names = [pairs.get(i, str(i)) for i in range(max(present) + 1)]
         else:
@@ -223,7 +238,7 @@ def _split_column(frame: pl.DataFrame, name: str) -> pl.Series:
     column = next((c for c in ("split", "source_split") if c in frame.columns), None)
     if column is None:
         return pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("source_split")
-    raw = frame[column].cast(pl.String).str.strip_chars().str.to_lowercase()
+    raw = _as_text(frame, column, name).str.strip_chars().str.to_lowercase()
     unknown = sorted(set(raw.drop_nulls().unique().to_list()) - set(SPLIT_ALIASES))
     if unknown:
         raise SourceError(

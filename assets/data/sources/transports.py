@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from assets.data.sources.downloads import download_deadline, fetch, parse_url, positive_setting
+from assets.data.sources.downloads import (
+    download_deadline,
+    fetch,
+    parse_url,
+    positive_setting,
+    secrets_hidden,
+)
 from assets.data.sources.formats import (
     TABLE_SUFFIXES,
     RawSource,
@@ -37,16 +43,23 @@ from assets.progress import Log
 EMBEDDED = "embedded:"
 DEFAULT_SOURCE = f"{EMBEDDED}tweeteval/hate"
 UPSTREAM_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
+URL_SCHEME = re.compile(r"\s*https?\s*:", re.IGNORECASE)
 BIGQUERY_MAX_BYTES_ENV = "TEXTOPS_BIGQUERY_MAX_BYTES"
 DEFAULT_BIGQUERY_MAX_BYTES = 10 * 1024**3
 
 
 def read_source(uri: str, cache: Path, log: Log, warn: Log | None = None) -> RawSource:
     """Read any supported source URI into the raw_texts frame; `warn` (default `log`) gets what
-    a person should notice, such as a stale cached copy used while the network is down."""
+    a person should notice, such as a stale cached copy used while the network is down. No
+    error raised from here holds a secret of `uri` (see `downloads.secrets_hidden`)."""
+    with secrets_hidden(uri):
+        return _read_source(uri, cache, log, warn)
+
+
+def _read_source(uri: str, cache: Path, log: Log, warn: Log | None) -> RawSource:
     if uri.startswith(EMBEDDED):
         return read_embedded(uri, log)
-    if uri.lower().startswith(("https://", "http://")):
+    if URL_SCHEME.match(uri):  # a malformed URL too (`https:/host`), for parse_url to refuse
         return read_url(uri, cache, log, warn or log)
     if uri.startswith("bigquery:"):
         parse_bigquery(uri)  # a malformed URI is named before any client is made
