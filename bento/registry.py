@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -65,13 +67,21 @@ def models_dir() -> Path:
 
 
 def lock_timeout_s() -> float:
+    """$TEXTOPS_REGISTRY_LOCK_TIMEOUT_S: seconds (0: try once) a writer waits for the lock. A
+    negative or infinite value would wait forever and is refused, naming the variable."""
     value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
     if not value:
         return DEFAULT_LOCK_TIMEOUT_S
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        raise ValueError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"{LOCK_TIMEOUT_ENV} must be a finite number of seconds of at least 0 (0: try once), "
+            f"got {value!r}"
+        )
+    return seconds
 
 
 @contextmanager
@@ -88,6 +98,8 @@ def store_lock(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{name}.lock"
     limit = lock_timeout_s() if timeout_s is None else timeout_s
+    if not math.isfinite(limit) or limit < 0:
+        raise ValueError(f"a lock timeout must be a finite number of seconds >= 0, got {limit}")
     lock = FileLock(path, is_singleton=True)
     started = time.monotonic()
     try:
@@ -116,67 +128,146 @@ def _sha256(path: Path) -> str:
 
 
 def write_checksums(folder: Path) -> dict[str, dict[str, Any]]:
-    """Size and sha256 of every file under `folder`, written to its checksums.json."""
+    """Size and sha256 of every file under `folder`, written to its checksums.json (flushed to
+    disk before it is visible under its name)."""
     sums = {
         str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != CHECKSUMS_FILE
     }
-    (folder / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=2, sort_keys=True))
+    _write_durably(folder / CHECKSUMS_FILE, json.dumps(sums, indent=2, sort_keys=True))
     return sums
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _valid_entry(name: object, entry: object) -> bool:
+    """One checksums.json entry: a relative path inside the folder, its size and its sha256."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name:
+        return False
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return False
+    return (
+        isinstance(entry, dict)
+        and type(entry.get("size")) is int
+        and entry["size"] >= 0
+        and isinstance(entry.get("sha256"), str)
+        and _SHA256.fullmatch(entry["sha256"]) is not None
+    )
 
 
 def read_checksums(folder: Path) -> dict[str, dict[str, Any]] | None:
     """A model folder's checksums.json as {relative path: {size, sha256}}; None when it has
-    none. A file that is not that shape (damaged, hand-edited) raises CorruptModelError."""
+    none. A file that is not that shape (damaged, hand-edited, naming a path outside the
+    folder) raises CorruptModelError."""
     sums_path = Path(folder) / CHECKSUMS_FILE
     if not sums_path.is_file():
         return None
     try:
-        sums = json.loads(sums_path.read_text())
-    except (OSError, ValueError) as error:
+        sums = json.loads(sums_path.read_bytes())
+    except (OSError, ValueError, RecursionError) as error:
         raise CorruptModelError(f"{CHECKSUMS_FILE} cannot be read: {error}") from None
-    if not isinstance(sums, dict) or not all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("size"), int)
-        and isinstance(entry.get("sha256"), str)
-        for entry in sums.values()
-    ):
+    if not isinstance(sums, dict) or not sums:
+        raise CorruptModelError(f"{CHECKSUMS_FILE} is not a map of file names to their checksums")
+    bad = next((name for name, entry in sums.items() if not _valid_entry(name, entry)), None)
+    if bad is not None:
         raise CorruptModelError(
-            f"{CHECKSUMS_FILE} is not a map of file names to their size and sha256"
+            f"{CHECKSUMS_FILE} is damaged: its entry {str(bad)[:80]!r} is not a relative path "
+            "with a size and a sha256"
         )
     return sums
 
 
 def integrity_problems(folder: Path, full: bool = False) -> list[str]:
     """What is wrong with a model folder's files against its checksums.json: missing files,
-    other sizes, and with `full` other contents; a damaged checksums.json is a problem too, never
-    an exception. A folder without checksums (written before they were taken) has nothing to
-    check here; the service refuses to serve it (bento/live.py)."""
+    other sizes, and with `full` other contents. A missing or damaged checksums.json is a
+    problem too (the files cannot be verified), never an exception."""
     try:
         sums = read_checksums(folder)
     except CorruptModelError as error:
         return [str(error)]
+    if sums is None:
+        return [f"{CHECKSUMS_FILE} is missing: its files cannot be verified"]
     problems = []
-    for name, expected in (sums or {}).items():
+    for name, expected in sums.items():
         path = folder / name
-        if not path.is_file():
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             problems.append(f"{name} is missing")
-        elif path.stat().st_size != expected["size"]:
-            problems.append(f"{name} has {path.stat().st_size} bytes, not {expected['size']}")
+        elif size != expected["size"]:
+            problems.append(f"{name} has {size} bytes, not {expected['size']}")
         elif full and _sha256(path) != expected["sha256"]:
             problems.append(f"{name} does not match its sha256")
     return problems
 
 
+def _write_durably(path: Path, text: str) -> None:
+    """`text` written to `path` in one atomic replace, on disk before it is visible (a power
+    cut leaves the old file or the new one, never an empty one)."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with staged.open("w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(staged, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Every file and folder under `folder` flushed to disk: what a rename publishes next."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb+") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
-def stored_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
+_skipped: dict[str, dict[str, str]] = {}
+
+
+def skipped_entries(name: str = MODEL_NAME) -> dict[str, str]:
+    """The entries the last read of model `name` skipped, {tag: why}: what the gate records and
+    the service counts on /metrics, so a damaged entry is seen without reading logs."""
+    return dict(_skipped.get(name, {}))
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _skip(skipped: dict[str, str], tag: str, why: str) -> None:
+    """Records a skipped entry; warns once per process for each entry and reason (a service
+    reads the store every few seconds)."""
+    skipped[tag] = why
+    if (tag, why) not in _warned:
+        _warned.add((tag, why))
+        logger.warning("skipping %s in the model store: %s", tag, why)
+
+
+def stored_models(
+    name: str = MODEL_NAME, skipped: dict[str, str] | None = None
+) -> list[bentoml.Model]:
     """Every readable version of model `name`. An entry that cannot be read (no model.yaml,
-    a broken one: what a copy killed half-way leaves) is skipped with a warning, so one bad
-    folder never hides the others."""
+    a broken one: what a copy killed half-way leaves) is skipped with a warning and recorded
+    in `skipped`, so one bad folder never hides the others."""
     folder = models_dir() / name
+    skipped = {} if skipped is None else skipped
     if not folder.is_dir():
         return []
     models = []
@@ -186,29 +277,31 @@ def stored_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
         try:
             models.append(bentoml.models.get(f"{name}:{entry.name}"))
         except Exception as error:  # any unreadable entry is skipped, whatever broke it
-            logger.warning(
-                "skipping %s in the model store: it cannot be read (%s); delete it with "
-                "`bentoml models delete %s:%s` once no process is writing it",
-                entry,
-                str(error).splitlines()[0] if str(error) else type(error).__name__,
-                name,
-                entry.name,
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            _skip(
+                skipped,
+                f"{name}:{entry.name}",
+                f"it cannot be read ({first[:200]}); delete it with `bentoml models delete "
+                f"{name}:{entry.name}` once no process is writing it",
             )
     return models
 
 
 def approved_models(name: str = MODEL_NAME) -> list[bentoml.Model]:
-    """Approved models whose files are all there, newest first (by creation time, never by
-    the `latest` alias). Takes no lock: a model becomes approved in one atomic rewrite."""
+    """Approved models whose files are all there and verifiable, newest first (by creation
+    time, never by the `latest` alias). Takes no lock: a model becomes approved in one atomic
+    rewrite. What it skips is in `skipped_entries(name)`."""
+    skipped: dict[str, str] = {}
     approved = []
-    for model in stored_models(name):
+    for model in stored_models(name, skipped):
         if model.info.labels.get("approved") != "true":
             continue
         problems = integrity_problems(Path(model.path))
         if problems:
-            logger.warning("skipping approved model %s: %s", model.tag, "; ".join(problems[:3]))
+            _skip(skipped, str(model.tag), "approved, but " + "; ".join(problems[:3]))
             continue
         approved.append(model)
+    _skipped[name] = skipped
     return sorted(approved, key=lambda m: m.info.creation_time, reverse=True)
 
 
@@ -273,7 +366,9 @@ def publish_pending(
             )
         target = models_dir() / tag.name / tag.version
         target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(staged)
         os.rename(staged, target)
+        _fsync_dir(target.parent)
         _point_latest(target.parent, tag.version)
         return str(tag)
     finally:
@@ -283,9 +378,7 @@ def publish_pending(
 def _point_latest(folder: Path, version: str) -> None:
     """BentoML's `latest` alias of the name (used by `bentoml models get <name>`, never by
     textops): rewritten atomically."""
-    staged = folder / f".latest.{os.getpid()}.tmp"
-    staged.write_text(version)
-    os.replace(staged, folder / "latest")
+    _write_durably(folder / "latest", version)
 
 
 def relabel(
@@ -303,9 +396,7 @@ def relabel(
             bentoml.models.get(tag)  # BentoML's own error for a tag it does not hold
         info = yaml.safe_load(info_file.read_text())
         info["labels"] = {**info.get("labels", {}), **updates}
-        staged = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
-        staged.write_text(yaml.safe_dump(info, sort_keys=False))
-        os.replace(staged, info_file)
+        _write_durably(info_file, yaml.safe_dump(info, sort_keys=False))
         return info["labels"]
 
 
@@ -386,36 +477,58 @@ class StoredEntry:
     created: datetime
 
 
-def read_entries(folder: Path, name: str = MODEL_NAME) -> list[StoredEntry]:
-    """Every readable version of `name` in a BentoML models folder; unreadable ones skipped."""
-    import yaml
-
+def read_entries(
+    folder: Path, name: str = MODEL_NAME, skipped: dict[str, str] | None = None
+) -> list[StoredEntry]:
+    """Every readable version of `name` in a BentoML models folder; unreadable ones skipped,
+    with a warning, and recorded in `skipped`."""
+    skipped = {} if skipped is None else skipped
     entries = []
     for entry in sorted((Path(folder) / name).glob("*/model.yaml")):
         try:
-            info = yaml.safe_load(entry.read_text())
-            created = info["creation_time"]
-            if isinstance(created, str):
-                created = datetime.fromisoformat(created)
-            entries.append(
-                StoredEntry(
-                    f"{name}:{entry.parent.name}",
-                    entry.parent,
-                    {str(k): str(v) for k, v in (info.get("labels") or {}).items()},
-                    info.get("metadata") or {},
-                    created if created.tzinfo else created.replace(tzinfo=UTC),
-                )
+            entries.append(_entry(entry, name))
+        except Exception as error:  # any damage to one entry skips that entry only
+            _skip(
+                skipped,
+                f"{name}:{entry.parent.name}",
+                f"its model.yaml cannot be read ({type(error).__name__})",
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
-            logger.warning("skipping %s: its model.yaml cannot be read", entry.parent)
     return entries
 
 
+def _entry(info_file: Path, name: str) -> StoredEntry:
+    import yaml
+
+    info = yaml.safe_load(info_file.read_text())
+    created = info["creation_time"]
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
+    if not isinstance(created, datetime):
+        raise TypeError(f"creation_time is {type(created).__name__}")
+    labels, metadata = info.get("labels") or {}, info.get("metadata") or {}
+    if not isinstance(labels, dict) or not isinstance(metadata, dict):
+        raise TypeError("labels and metadata must be maps")
+    return StoredEntry(
+        f"{name}:{info_file.parent.name}",
+        info_file.parent,
+        {str(k): str(v) for k, v in labels.items()},
+        metadata,
+        created if created.tzinfo else created.replace(tzinfo=UTC),
+    )
+
+
 def approved_entries(folder: Path, name: str = MODEL_NAME) -> list[StoredEntry]:
-    """Approved versions whose files are all there at their sizes, newest first."""
-    approved = [
-        e
-        for e in read_entries(folder, name)
-        if e.labels.get("approved") == "true" and not integrity_problems(e.path)
-    ]
+    """Approved versions whose files are all there at their sizes, newest first; what it skips
+    is in `skipped_entries(name)`."""
+    skipped: dict[str, str] = {}
+    approved = []
+    for entry in read_entries(folder, name, skipped):
+        if entry.labels.get("approved") != "true":
+            continue
+        problems = integrity_problems(entry.path)
+        if problems:
+            _skip(skipped, entry.tag, "approved, but " + "; ".join(problems[:3]))
+            continue
+        approved.append(entry)
+    _skipped[name] = skipped
     return sorted(approved, key=lambda e: e.created, reverse=True)

@@ -41,6 +41,11 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         return approved[0] if approved else None
 
     @abstractmethod
+    def problems(self, tag: str) -> list[str]:
+        """What is wrong with a stored model's files (missing, other sizes, no checksums to
+        verify them by); empty when they are intact. `approved()` skips a model with any."""
+
+    @abstractmethod
     def get(self, tag: str) -> RegisteredModel:
         """The model with this tag; MissingArtifactError when there is none."""
 

@@ -25,6 +25,11 @@ class LabelSetMismatchError(LineageError):
     """Champion and challenger classify into different sets of classes."""
 
 
+class CorruptChampionError(LineageError):
+    """The champion's files do not match their checksums: there is nothing sound to compare
+    with."""
+
+
 def require_recorded_champion(instance: dg.DagsterInstance, registry: ModelRegistry) -> None:
     """Dagster's record of the served model must be in the registry: a registry that lost it
     (BENTOML_HOME on a pod's ephemeral disk, another machine's store) would let any challenger
@@ -40,7 +45,7 @@ def require_recorded_champion(instance: dg.DagsterInstance, registry: ModelRegis
     if not tag or tag == "None":
         return
     try:
-        registry.get(tag)
+        recorded_model = registry.get(tag)
     except MissingArtifactError:
         raise MissingArtifactError(
             f"Dagster recorded {tag} as the served model ({asset} in run {event.run_id}), but "
@@ -49,6 +54,17 @@ def require_recorded_champion(instance: dg.DagsterInstance, registry: ModelRegis
             "earlier runs used (a persistent volume, not a pod's ephemeral disk) and run again; "
             "nothing was approved."
         ) from None
+    problems = registry.problems(tag)
+    if recorded_model.labels.get("approved") == "true" and problems:
+        # every reader skips it, so the challenger would meet an older model, or be judged as
+        # a first model (the floor and the baseline): a lower bar than the champion's
+        raise CorruptChampionError(
+            f"Dagster recorded {tag} as the served model ({asset} in run {event.run_id}), but "
+            f"its files in {registry.location()} are damaged ({'; '.join(problems[:3])}), so "
+            "the gate has no champion to compare with; nothing was approved. Restore its "
+            f"files, or take it out of service with the rollback job (tag: {tag}, reason, "
+            "by), then run again"
+        )
 
 
 def label_mapping(champion: list[str], challenger: list[str]) -> np.ndarray:

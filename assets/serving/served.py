@@ -60,6 +60,10 @@ def withdraw_or_confirm(
             ) from None
         if named.labels.get("withdrawn") == "true" and served is not None:
             return named, served, False
+        if named.labels.get("approved") == "true" and registry.problems(tag) and served:
+            # approved, but skipped by every reader since its files broke: the service serves
+            # `served` already; the rollback makes the registry say so
+            return registry.withdraw(tag, reason, by), served, True
         raise ValueError(
             f"{tag} is not the served model ({served.tag if served else 'none is served'}), "
             "so nothing was withdrawn: a rollback withdraws the model being served, named by "

@@ -30,6 +30,11 @@ class BentoModelStore(ModelRegistry):
 
         return [_registered(model) for model in approved_models(self.model_name)]
 
+    def problems(self, tag: str) -> list[str]:
+        from bento.registry import integrity_problems
+
+        return integrity_problems(self.get(tag).path)
+
     def get(self, tag: str) -> RegisteredModel:
         import bentoml
 

@@ -109,3 +109,80 @@ def test_a_champion_dagster_recorded_but_the_registry_lacks_fails_the_gate(
     assert f"the BentoML model store at {empty} (BENTOML_HOME) does not hold it" in message
     assert "nothing was approved" in message
     assert approved_models() == []
+
+
+def older_copy(folder: Path) -> str:
+    """A copy of the model at `folder` as an earlier approved version of it; returns its tag."""
+    import shutil
+    from datetime import datetime, timedelta
+
+    import yaml
+
+    target = folder.with_name(f"{folder.name}older")
+    shutil.copytree(folder, target)
+    info = yaml.safe_load((target / "model.yaml").read_text())
+    info["version"] = target.name
+    created = datetime.fromisoformat(str(info["creation_time"]))
+    info["creation_time"] = (created - timedelta(days=1)).isoformat()
+    (target / "model.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+    return f"{info['name']}:{target.name}"
+
+
+def recorded_served(graph) -> str:
+    import dagster as dg
+
+    events = [
+        graph["instance"].get_latest_materialization_event(dg.AssetKey(key))
+        for key in ("approved_model", "served_model")
+    ]
+    event = max((e for e in events if e is not None), key=lambda e: e.timestamp)
+    return event.asset_materialization.metadata["served_tag"].value
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "no checksums"])
+def test_a_damaged_champion_fails_the_gate_instead_of_lowering_the_bar(
+    approved_graph, copied_model_store, damage
+):
+    """The recorded champion's files broken under it: the gate refuses rather than judging the
+    challenger against an older model or as a first model (floor and baseline); a rollback
+    then takes the damaged model out of service, and the older model is the champion."""
+    import dagster as dg
+
+    from assets.serving.served import served_model
+    from orchestration.definitions import pipeline_resources
+    from orchestration.resources.bento_registry import BentoModelStore
+
+    champion = recorded_served(approved_graph)
+    name, version = champion.split(":")
+    folder = copied_model_store / "models" / name / version
+    older = older_copy(folder)
+    for other in approved_models():  # only the champion and its older copy stay approved
+        if str(other.tag) not in {champion, older}:
+            BentoModelStore().withdraw(str(other.tag), "not in this test", "test")
+    assert [str(m.tag) for m in approved_models()] == [champion, older]
+    if damage == "truncated weights":
+        weights = max(folder.rglob("*.onnx"), key=lambda p: p.stat().st_size)
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (folder / "checksums.json").unlink()
+    assert [str(m.tag) for m in approved_models()] == [older]  # every reader skips it ...
+
+    result = approve(approved_graph)
+    assert not result.success  # ... and the gate does not judge against what remains
+    message = failure_message(result)
+    assert f"Dagster recorded {champion} as the served model" in message
+    assert "are damaged" in message and "nothing was approved" in message
+    assert [str(m.tag) for m in approved_models()] == [older]
+
+    # the rollback's served_model on a fresh instance (the session's records stay as they were
+    # for the other tests; the bento step builds from the session's store)
+    config = {"rollback_tag": champion, "rollback_reason": "damaged"}
+    rolled = dg.materialize(
+        [served_model],
+        run_config={"ops": {"served_model": {"config": config}}},
+        resources=pipeline_resources(approved_graph["store"]),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert rolled.output_for_node("served_model").tag == older
+    withdrawn = BentoModelStore().get(champion).labels
+    assert withdrawn["withdrawn"] == "true" and withdrawn["approved"] == "false"

@@ -193,6 +193,7 @@ def test_the_followed_champion_skips_models_this_deployment_rejected(tmp_path):
     import yaml
 
     from bento.follower import Follower
+    from bento.registry import write_checksums
 
     for i, (version, labels) in enumerate(
         [("old", {"approved": "true"}), ("live", {"approved": "false", "withdrawn": "true"}),
@@ -202,6 +203,8 @@ def test_the_followed_champion_skips_models_this_deployment_rejected(tmp_path):
         folder.mkdir(parents=True)
         info = {"creation_time": f"2026-12-0{i + 1}T00:00:00+00:00", "labels": labels}
         (folder / "model.yaml").write_text(yaml.safe_dump(info))
+        (folder / "model.onnx").write_bytes(b"weights")
+        write_checksums(folder)
     follower = Follower.__new__(Follower)
     follower.models_folder = tmp_path
     rejected = {"textops-classifier:broken": "not served: its files do not match"}
