@@ -122,7 +122,12 @@ class ServedModelManifest(Manifest):
 
 
 class ServingLogManifest(Manifest):
-    path: str = Field(description="serving_log parquet")
+    path: str = Field(description="serving_log parquet: every prediction of the window, no text")
+    log_dir: str = Field(
+        "",
+        description="The service's log the window was read from: where the texts stay, under "
+        "the log's own permissions and retention",
+    )
     since: float
     until: float
     rows: int

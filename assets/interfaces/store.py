@@ -59,6 +59,10 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     def delete(self, key: str) -> None:
         """Remove `key` and everything under it; a no-op when absent."""
 
+    @abstractmethod
+    def children(self, key: str) -> list[str]:
+        """The names directly under `key` (files and folders), sorted; empty when absent."""
+
     def write_parquet(self, key: str, frame: pl.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd")

@@ -18,8 +18,10 @@ from assets.interfaces.manifests import (
 )
 from assets.interfaces.registry import ModelRegistry
 from assets.interfaces.store import ArtifactStore
+from assets.locations import location
 from assets.metadata import markdown_table, numeric_metadata
 from assets.monitoring import drift_metrics as dm
+from assets.monitoring.log_window import read_window
 from assets.monitoring.plots import length_histograms
 from assets.plots import markdown_image
 from assets.versioning import source_version
@@ -87,8 +89,11 @@ def drift_findings(
     tokenizer=None,
     model=None,
     max_length: int = 128,
+    served_texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every drift statistic, each with its threshold and verdict."""
+    """Every drift statistic, each with its threshold and verdict; the statistics of texts
+    (unknown tokens, embeddings) when `served_texts` (or a `text` column of `served`) has
+    any."""
     findings: dict[str, Any] = {}
     train_lengths = train["text"].str.len_chars().to_numpy()
     served_lengths = served["text_length"].to_numpy()
@@ -115,7 +120,8 @@ def drift_findings(
         "served_shares": {n: float(np.mean(predicted == i)) for n, i in index.items()},
         "train_shares": {n: float(prior[i] / prior.sum()) for n, i in index.items()},
     }
-    served_texts = served["text"].drop_nulls().to_list()
+    if served_texts is None:
+        served_texts = served["text"].drop_nulls().to_list() if "text" in served.columns else []
     if tokenizer is not None and served_texts:
         unk = tokenizer.unk_token_id
         train_texts = train["text"].to_list()
@@ -160,6 +166,17 @@ def drift_markdown(findings: dict[str, Any], served_rows: int, drifted: bool) ->
         *markdown_table(["statistic", "value", "detail", "drift"], rows, align="lrlc"),
     ]
     return "\n".join(lines)
+
+
+def logged_texts(serving_log: ServingLogManifest, model_tag: str) -> list[str]:
+    """The texts `model_tag` answered in the window, read from the service's log itself (the
+    window's copy holds none); empty when the log keeps no texts or retention removed them."""
+    if not serving_log.log_dir or not location(serving_log.log_dir).is_dir():
+        return []
+    frame = read_window(serving_log.log_dir, serving_log.since).frame.filter(
+        (pl.col("ts") <= serving_log.until) & (pl.col("model_tag") == model_tag)
+    )
+    return frame["text"].drop_nulls().to_list()
 
 
 def served_model_rows(served: pl.DataFrame) -> tuple[str, pl.DataFrame]:
@@ -235,8 +252,9 @@ def drift_report(
     train = store.read_parquet(splits.paths["train"])
     model, tokenizer = load_encoder(served_by.path)
     max_length = int(served_by.metadata["max_length"])
+    texts = logged_texts(serving_log, model_tag)
     findings = drift_findings(
-        train, served, splits.label_names, config, tokenizer, model, max_length
+        train, served, splits.label_names, config, tokenizer, model, max_length, texts
     )
     drifted = any(f["drift"] for f in findings.values())
     reasons = [name for name, f in findings.items() if f["drift"]]

@@ -1,5 +1,9 @@
 """`serving_log`: the predictions the service logged in a time window, as one parquet, with each
-model's request latency percentiles (reading: `log_window`)."""
+model's request latency percentiles (reading: `log_window`).
+
+The copy holds no texts: they stay in the service's log, under its owner-only permissions and
+its retention, and drift_report reads them from there. Copies older than `keep_hours` are
+deleted when the next one is written, so the store holds a bounded number of them."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +26,18 @@ from assets.versioning import source_version
 from bento.serving_log import default_log_dir
 
 
+def delete_old_copies(store: ArtifactStore, before: float, keep: str) -> int:
+    """Deletes the earlier copies of the window written before `before` (epoch seconds, the
+    first part of their version); returns how many."""
+    deleted = 0
+    for version in store.children("serving_log"):
+        written = version.split("-", 1)[0]
+        if version != keep and written.isdigit() and int(written) < before:
+            store.delete(f"serving_log/{version}")
+            deleted += 1
+    return deleted
+
+
 def latency_markdown(latency: dict[str, dict[str, float]]) -> str:
     rows = [
         [tag, int(s["requests"]), *(f"{s[p]:.1f}" for p in PERCENTILES)]
@@ -38,6 +54,11 @@ class ServingLogConfig(dg.Config):
         "$TEXTOPS_SERVING_LOG, else <TEXTOPS_HOME>/serving_log",
     )
     window_hours: float = Field(24.0, gt=0, description="Keep predictions this recent")
+    keep_hours: float = Field(
+        48.0,
+        gt=0,
+        description="Earlier copies of the window older than this are deleted from the store",
+    )
 
 
 @dg.asset(
@@ -73,7 +94,8 @@ def serving_log(
     frame = read.frame
     version = f"{int(now.timestamp())}-{context.run_id[:8]}"
     path = f"serving_log/{version}/serving_log.parquet"
-    store.write_parquet(path, frame)
+    store.write_parquet(path, frame.drop("text"))
+    deleted = delete_old_copies(store, now.timestamp() - config.keep_hours * 3600, version)
     models = sorted(frame["model_tag"].unique().to_list())
     latency = latency_percentiles(frame)
     manifest = ServingLogManifest(
@@ -82,12 +104,14 @@ def serving_log(
         since=since,
         until=now.timestamp(),
         rows=frame.height,
+        log_dir=directory,
         model_tags=models,
         latency_ms=latency,
     )
     context.log.info(
         f"{note}; read {read.files} file(s), {read.bytes / 1e6:.1f} MB; "
-        f"{read.torn} torn lines skipped"
+        f"{read.torn} torn lines skipped; {deleted} copies older than {config.keep_hours:g} h "
+        "deleted"
     )
     # the model that served the newest prediction: the one serving now
     newest = latency.get(frame["model_tag"][-1], {}) if frame.height else {}

@@ -108,6 +108,13 @@ class GcsArtifactStore(ArtifactStore):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def children(self, key: str) -> list[str]:
+        prefix = self._name(key).rstrip("/") + "/"
+        with self._failing_clearly("listing", key):
+            return sorted(
+                {blob.name[len(prefix) :].split("/", 1)[0] for blob in self._list(key)} - {""}
+            )
+
     def delete(self, key: str) -> None:
         for blob in self._list(key):
             blob.delete()

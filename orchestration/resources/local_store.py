@@ -72,6 +72,10 @@ class LocalArtifactStore(ArtifactStore):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def children(self, key: str) -> list[str]:
+        path = self._path(key)
+        return sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         if path.is_dir():

@@ -44,6 +44,9 @@ def test_store_round_trip(gcs_store, tmp_path):
     local = gcs_store.local_dir("model/v1")
     assert (local / "sub" / "config.json").read_text() == "{}"
     assert gcs_store.uri("model/v1").startswith("gs://textops-test/t/")
+    assert gcs_store.children("model") == ["v1"]
+    assert gcs_store.children("model/v1") == ["sub", "weights.safetensors"]
+    assert gcs_store.children("absent") == []
     gcs_store.delete("model/v1")
     with pytest.raises(MissingArtifactError):
         gcs_store.local_dir("model/v1")

@@ -1,6 +1,8 @@
 """Landed files, the serving log and the drift report on a real (tiny) model."""
 
 import json
+import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -128,6 +130,31 @@ def test_drift_report_on_shifted_traffic(approved_graph, tmp_path):
     assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
     report = approved_graph["store"].read_json(result.output_for_node("drift_report").path)
     assert report["drifted"] and json.dumps(report)
+
+
+def test_the_window_copy_holds_no_texts_and_old_copies_are_deleted(approved_graph, tmp_path):
+    """The texts stay in the service's owner-only log, under its retention: the hourly copy in
+    the artifact store holds every other column, and copies past keep_hours go."""
+    store = approved_graph["store"]
+    rows = tiny_rows(40)
+    secret = "my account number is 1234-5678"
+    texts = [secret, *(t for t, _ in rows[1:])]
+    write_log(tmp_path / "log", texts, ["positive"] * 40, approved_graph["tag"])
+    stale = f"serving_log/{int(time.time()) - 49 * 3600}-0ldc0py0"
+    store.write_bytes(f"{stale}/serving_log.parquet", b"an earlier copy, with texts")
+    result = monitor(approved_graph, tmp_path / "log")
+    assert result.success, failure_message(result)
+    manifest = result.output_for_node("serving_log")
+    copy = store.read_parquet(manifest.path)
+    assert copy.height == 40 and "text" not in copy.columns
+    assert set(copy.columns) >= {"ts", "model_tag", "text_length", "label", "latency_ms"}
+    folder = Path(store.uri(manifest.path)).parent
+    assert not any(secret.encode() in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert manifest.log_dir == str(tmp_path / "log")
+    assert not store.exists(stale)  # past keep_hours (48 h)
+    # drift still reads the texts, from the log itself
+    drift = result.asset_materializations_for_node("drift_report")[0].metadata
+    assert "unknown_token_share" in drift["findings"].value
 
 
 def test_latency_percentiles_of_the_served_model_and_the_objective(approved_graph, tmp_path):

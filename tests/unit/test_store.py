@@ -41,6 +41,9 @@ def test_upload_dir_replaces_a_folder_whole(store, tmp_path):
         store.upload_dir("model/current", src)
     assert (store.local_dir("model/current") / "weights.safetensors").read_text() == "two"
     assert [p.name for p in store.local_dir("model").iterdir()] == ["current"]
+    assert store.children("model") == ["current"]
+    assert store.children("model/current") == ["weights.safetensors"]
+    assert store.children("absent") == []
 
 
 def test_keys_cannot_escape_the_root(store):
