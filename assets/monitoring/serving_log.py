@@ -24,6 +24,10 @@ from assets.monitoring.log_window import (
 )
 from assets.versioning import source_version
 from bento.serving_log import default_log_dir
+from bento.settings import env_positive_float
+
+WINDOW_ENV = "TEXTOPS_MONITOR_WINDOW_HOURS"
+DEFAULT_WINDOW_HOURS = 24.0
 
 
 def delete_old_copies(store: ArtifactStore, before: float, keep: str) -> int:
@@ -53,7 +57,12 @@ class ServingLogConfig(dg.Config):
         description="Folder (or gs:// prefix) of the service's log; empty: "
         "$TEXTOPS_SERVING_LOG, else <TEXTOPS_HOME>/serving_log",
     )
-    window_hours: float = Field(24.0, gt=0, description="Keep predictions this recent")
+    window_hours: float = Field(
+        0.0,
+        ge=0,
+        description="Keep predictions this recent; 0: $TEXTOPS_MONITOR_WINDOW_HOURS, else 24 "
+        "(monitoring that runs by itself takes no run config)",
+    )
     keep_hours: float = Field(
         48.0,
         gt=0,
@@ -75,7 +84,8 @@ def serving_log(
     default = default_log_dir()
     directory = config.log_dir or (str(default) if default else "")
     now = datetime.now(UTC)
-    since = (now - timedelta(hours=config.window_hours)).timestamp()
+    window_hours = config.window_hours or env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS)
+    since = (now - timedelta(hours=window_hours)).timestamp()
     # Before any traffic the log is empty, not missing: a fresh deployment materializes it.
     if not directory:
         read = WindowRead(pl.DataFrame(schema=LOG_SCHEMA), 0, 0, 0)
@@ -89,7 +99,7 @@ def serving_log(
             f"{read.frame.height} predictions since "
             f"{datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC at {directory}"
             if read.frame.height
-            else f"no predictions in the last {config.window_hours:g} h at {directory}"
+            else f"no predictions in the last {window_hours:g} h at {directory}"
         )
     frame = read.frame
     version = f"{int(now.timestamp())}-{context.run_id[:8]}"
@@ -123,7 +133,7 @@ def serving_log(
                 "torn_lines_skipped": read.torn,
                 "files_read": read.files,
                 "mb_read": read.bytes / 1e6,
-                "window_hours": config.window_hours,
+                "window_hours": window_hours,
                 **{f"latency_ms_{p}": newest.get(p) for p in PERCENTILES},
             }
         ),
