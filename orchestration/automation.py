@@ -19,7 +19,8 @@ import dagster as dg
 import yaml
 
 from assets.data.raw import landing_location
-from assets.data.sources.landing import LandedFile, landed_files
+from assets.data.sources.landing import MAX_BYTES_ENV as LANDING_MAX_BYTES_ENV
+from assets.data.sources.landing import LandedFile, landed_files, landing_max_bytes
 from bento.settings import env_positive_float
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
@@ -183,8 +184,23 @@ def landing_tick(files: list[LandedFile], cursor: dict, now: float, settle_s: fl
     )
 
 
+def over_cap(files: list[LandedFile], cap: int) -> tuple[list[LandedFile], str]:
+    """The files within the landing cap, and a sentence naming those over it ("" if none):
+    raw_texts leaves those unread, so they never start a run, and say so every tick until they
+    are split or the cap is raised."""
+    within = [file for file in files if file.size <= cap]
+    over = [f"{file.name} ({file.size:,} bytes)" for file in files if file.size > cap]
+    if not over:
+        return within, ""
+    return within, (
+        f"{len(over)} landed file(s) over the cap of {cap:,} bytes ({LANDING_MAX_BYTES_ENV}) "
+        f"are not ingested: {', '.join(over)[:1000]}"
+    )
+
+
 def new_data_sensor(job) -> dg.SensorDefinition:
     configured = landing_settle_s()  # a bad value fails when the definitions load, not per tick
+    landing_max_bytes()
 
     @dg.sensor(
         name="new_data_sensor",
@@ -199,7 +215,8 @@ def new_data_sensor(job) -> dg.SensorDefinition:
         location = landing_location()
         settle_s = landing_settle_s()
         cursor = json.loads(context.cursor) if context.cursor else {}
-        tick = landing_tick(landed_files(location), cursor, time.time(), settle_s)
+        files, refused = over_cap(landed_files(location), landing_max_bytes())
+        tick = landing_tick(files, cursor, time.time(), settle_s)
         next_cursor = json.dumps(tick.cursor, sort_keys=True)
         if not tick.ready:
             reason = f"no new files in {location}"
@@ -208,7 +225,10 @@ def new_data_sensor(job) -> dg.SensorDefinition:
                     f"no settled new files in {location}; waiting for {len(tick.waiting)} to "
                     f"stay unchanged for {settle_s:g} s: {', '.join(tick.waiting)[:1000]}"
                 )
+            reason += f"; {refused}" if refused else ""
             return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
+        if refused:
+            context.log.warning(refused)
         # the same files in the same versions give the same key, so Dagster never runs them
         # twice even if the cursor is lost; a replaced file has a new stamp, hence a new key
         run_key = hashlib.sha256(json.dumps(tick.ready, sort_keys=True).encode()).hexdigest()[:20]

@@ -1,6 +1,7 @@
 """`raw_texts`: every row of the labelled source, with its content hash as the data version."""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +9,12 @@ import polars as pl
 from pydantic import Field
 
 from assets.data.sources.formats import SourceError
-from assets.data.sources.landing import landed_files, read_landed
+from assets.data.sources.landing import (
+    LandedFileTooLarge,
+    landed_files,
+    landing_max_bytes,
+    read_landed,
+)
 from assets.data.sources.redaction import redact
 from assets.data.sources.transports import DEFAULT_SOURCE, read_source
 from assets.interfaces.manifests import MANIFEST_IO, RawTextsManifest, as_output
@@ -90,6 +96,35 @@ def class_counts(frame: pl.DataFrame, by: str | None = None) -> dict[str, int]:
     return {"/".join(str(v) for v in row[:-1]): row[-1] for row in counts.iter_rows()}
 
 
+@dataclass(frozen=True)
+class Landing:
+    frame: pl.DataFrame  # the source's rows and the landed ones
+    files: list[dict]  # file, rows, checksum of each landed file read
+    refused: list[dict]  # file, bytes of each landed file over the cap, left unread
+
+
+def add_landed(
+    frame: pl.DataFrame, label_names: list[str], landing: str, context: dg.AssetExecutionContext
+) -> Landing:
+    """`frame` with the rows of every landed file in `landing`; a file over the landing cap is
+    left out with a warning (the next run reads it once the cap allows it), so it never stops
+    the files landed beside it. Any other problem with a landed file fails the run."""
+    cap = landing_max_bytes()
+    files, refused = [], []
+    for file in landed_files(landing):
+        try:
+            rows = read_landed(file, label_names, cap)
+        except LandedFileTooLarge as error:
+            context.log.warning(str(error))
+            refused.append({"file": file.name, "bytes": file.size})
+            continue
+        files.append({"file": file.name, "rows": rows.height, "checksum": file.checksum})
+        frame = pl.concat([frame, rows])
+    if files:
+        context.log.info(f"added {len(files)} landed file(s): {files}")
+    return Landing(frame, files, refused)
+
+
 @dg.asset(
     group_name="data",
     kinds={"polars", "parquet"},
@@ -103,14 +138,9 @@ def raw_texts(
     uri = resolve_source(config.source)
     context.log.info(f"reading {redact(uri)}")
     source = read_source(uri, cache_dir(), context.log.info, context.log.warning)
-    frame = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
-    landed = []
-    for file in landed_files(landing_location(config.landing)):
-        rows = read_landed(file, source.label_names)
-        landed.append({"file": file.name, "rows": rows.height, "checksum": file.checksum})
-        frame = pl.concat([frame, rows])
-    if landed:
-        context.log.info(f"added {len(landed)} landed file(s): {landed}")
+    sampled = stratified_sample(source.frame, config.max_rows_per_split, config.sample_seed)
+    landing = add_landed(sampled, source.label_names, landing_location(config.landing), context)
+    frame, landed = landing.frame, landing.files
     content_hash = content_version(frame, source.label_names)
     path = f"raw_texts/{content_hash}/raw_texts.parquet"
     store.write_parquet(path, frame)  # same version, same bytes: a rewrite is a no-op
@@ -134,6 +164,7 @@ def raw_texts(
             # redacted: the metadata is for people; nothing reads the source back from it
             "source_uri": dg.MetadataValue.text(redact(uri)),
             "landed_files": dg.MetadataValue.json(landed),
+            "refused_landed_files": dg.MetadataValue.json(landing.refused),
             "path": dg.MetadataValue.path(store.uri(path)),
         },
     )

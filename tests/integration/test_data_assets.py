@@ -1,6 +1,7 @@
 """raw_texts and text_splits materialized with their checks, on small real-format data."""
 
 import csv
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -233,3 +234,29 @@ def test_a_csv_export_at_volume_passes_raw_splits_and_checks(store, tmp_path):
     kept = meta["train_rows"].value + meta["validation_rows"].value + meta["test_rows"].value
     assert kept == rows - 7 - meta["dropped_duplicates_unsplit"].value
     assert meta["test_rows"].value == pytest.approx(0.2 * kept, abs=2)
+
+
+def test_a_landed_file_over_the_cap_is_left_out_and_the_others_are_read(
+    store, tweeteval_dir, tmp_path, monkeypatch
+):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "big.csv").write_text("text,label\n" + "big news,positive\n" * 20)
+    (landing / "small.csv").write_text("text,label\nsmall news,negative\n")
+    monkeypatch.setenv("TEXTOPS_LANDING_MAX_BYTES", "100")
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_data(store, tweeteval_dir, instance, landing=str(landing))
+    assert result.success, failure_message(result)
+    meta = result.asset_materializations_for_node("raw_texts")[0].metadata
+    assert [file["file"] for file in meta["landed_files"].value] == ["small.csv"]
+    big = (landing / "big.csv").stat().st_size
+    assert meta["refused_landed_files"].value == [{"file": "big.csv", "bytes": big}]
+    assert meta["rows"].value == 64 + 1
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert f"big.csv: {big:,} bytes, more than the cap of 100 bytes on a landed file" in "".join(
+        warnings
+    )

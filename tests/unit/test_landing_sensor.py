@@ -210,3 +210,52 @@ def test_a_bad_settle_time_says_what_to_set(monkeypatch):
     monkeypatch.setenv(automation.LANDING_SETTLE_ENV, "soon")
     with pytest.raises(ValueError, match="TEXTOPS_LANDING_SETTLE_S must be a positive number"):
         automation.new_data_sensor(definitions.retrain)
+
+
+def test_a_file_over_the_landing_cap_is_named_and_never_stops_the_others(
+    landing, tick, monkeypatch
+):
+    monkeypatch.setenv("TEXTOPS_LANDING_MAX_BYTES", "100")
+    (landing / "big.csv").write_text("text,label\n" + "a long tweet,0\n" * 10)  # 161 bytes
+    _, cursor = tick()
+    settle()
+    alone, cursor = tick(cursor)
+    assert not alone.run_requests
+    assert alone.skip_message == (
+        f"no new files in {landing}; 1 landed file(s) over the cap of 100 bytes "
+        "(TEXTOPS_LANDING_MAX_BYTES) are not ingested: big.csv (161 bytes)"
+    )
+    (landing / "small.csv").write_text("text,label\nhello,0\n")
+    _, cursor = tick(cursor)
+    settle()
+    ready, cursor = tick(cursor)
+    assert files_of(ready) == ["small.csv"]
+
+    monkeypatch.setenv("TEXTOPS_LANDING_MAX_BYTES", "1000")  # allowed now: new to the sensor
+    _, cursor = tick(cursor)
+    settle()
+    allowed, _ = tick(cursor)
+    assert files_of(allowed) == ["big.csv"]
+
+
+def test_a_landed_file_that_grew_past_the_cap_after_listing_is_not_read_whole(landing):
+    from assets.data.sources.landing import LandedFileTooLarge
+
+    path = landing / "batch.csv"
+    path.write_text("text,label\nhello,0\n")
+    (listed,) = landed_files(str(landing))
+    with pytest.raises(LandedFileTooLarge, match="batch.csv: 19 bytes, more than the cap of 10"):
+        listed.read(10)
+    path.write_text("text,label\nhello,0\n" * 100)
+    with pytest.raises(LandedFileTooLarge) as grown:
+        listed.read(100)
+    assert str(grown.value).startswith(
+        "batch.csv: more than 100 bytes, more than the cap of 100 bytes on a landed file; not "
+        "ingested. Split it into smaller files, or set TEXTOPS_LANDING_MAX_BYTES"
+    )
+
+
+def test_a_bad_landing_cap_says_what_to_set(monkeypatch):
+    monkeypatch.setenv("TEXTOPS_LANDING_MAX_BYTES", "2GB")
+    with pytest.raises(ValueError, match="TEXTOPS_LANDING_MAX_BYTES='2GB': expected a positive"):
+        automation.new_data_sensor(definitions.retrain)

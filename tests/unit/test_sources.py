@@ -2,6 +2,7 @@ import http.server
 import io
 import json
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -307,3 +308,74 @@ def test_any_parquet_table_is_read_or_refused_with_a_source_error(rows):
     except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
         return  # rows polars itself cannot make a table of
     read_or_refuse(buffer.getvalue(), "d.parquet")
+
+
+@pytest.mark.parametrize("label", ["5000000", "1000000000000", "9" * 40])
+def test_a_label_id_beyond_the_class_bound_is_refused_naming_its_row(label):
+    started = time.perf_counter()
+    with pytest.raises(SourceError) as refused:
+        read_table(f"text,label\nhi,0\nhello,{label}\n".encode(), "d.csv")
+    assert time.perf_counter() - started < 1  # before: 5,000,000 label names built (1.4 GB)
+    message = str(refused.value)
+    assert message.startswith(f"d.csv: row 2 has label id {label[:30]}; label ids are the classes")
+    assert "at most 10,000" in message
+
+
+def test_label_ids_below_the_bound_read_as_before():
+    source = read_table(b"text,label\na,0\nb,2\nc,1\nd,9999\n", "d.csv")
+    assert source.frame["label"].to_list() == [0, 2, 1, 9999]
+    assert source.label_names[:3] == ["0", "1", "2"] and len(source.label_names) == 10_000
+
+
+def test_a_parquet_file_over_the_row_cap_is_refused_before_it_is_decoded(monkeypatch):
+    rows = 200_000
+    buffer = io.BytesIO()
+    pl.DataFrame({"text": ["the same tweet"] * rows, "label": [0] * rows}).write_parquet(buffer)
+    assert len(buffer.getvalue()) < 10_000  # a few kilobytes that decode to 200,000 rows
+    monkeypatch.setenv("TEXTOPS_MAX_ROWS", "100000")
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the rows were decoded")
+
+    monkeypatch.setattr(pl, "read_parquet", decoded)
+    with pytest.raises(SourceError) as refused:
+        read_table(buffer.getvalue(), "bomb.parquet")
+    assert str(refused.value) == (
+        "bomb.parquet: 200,000 rows, more than the cap of 100,000 rows on a table source; set "
+        "TEXTOPS_MAX_ROWS to a larger number of rows to allow it"
+    )
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.jsonl"])
+def test_csv_and_json_lines_over_the_row_cap_are_refused(monkeypatch, name):
+    frame = pl.DataFrame(
+        {"text": [f"t{i}" for i in range(11)], "label": [i % 2 for i in range(11)]}
+    )
+    data = frame.write_csv() if name == "d.csv" else frame.write_ndjson()
+    monkeypatch.setenv("TEXTOPS_MAX_ROWS", "11")
+    assert read_table(data.encode(), name).frame.height == 11
+    monkeypatch.setenv("TEXTOPS_MAX_ROWS", "10")
+    with pytest.raises(SourceError, match=f"{name}: more than 10 rows, more than the cap of 10"):
+        read_table(data.encode(), name)
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5", "1e6"])
+def test_a_nonsensical_row_cap_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("TEXTOPS_MAX_ROWS", value)
+    with pytest.raises(SourceError, match=f"TEXTOPS_MAX_ROWS='{value}': expected a positive"):
+        read_table(b"text,label\na,0\n", "d.csv")
+
+
+@PARSER_SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet=st.characters(exclude_characters='",\r\n'), max_size=8),
+            st.from_regex(r"\A\s?[0-9]{1,25}\s?\Z") | st.text(max_size=6),
+        ),
+        max_size=6,
+    )
+)
+def test_any_csv_labels_are_read_or_refused_with_a_source_error(rows):
+    lines = "".join(f'"{text}","{label.replace(chr(34), "")}"\n' for text, label in rows)
+    read_or_refuse(f"text,label\n{lines}".encode(), "d.csv")

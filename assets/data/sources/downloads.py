@@ -35,10 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from assets.data.sources.formats import SourceError
+from assets.data.sources.formats import SourceError, positive_setting
 from assets.data.sources.redaction import redact, redact_message
 from assets.progress import Log, Progress
-from bento.settings import env_int, env_positive_float
 
 MAX_BYTES_ENV = "TEXTOPS_MAX_DOWNLOAD_BYTES"
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -169,18 +168,6 @@ def max_download_bytes() -> int:
 def download_deadline() -> float:
     """The monotonic time by which the downloads of one source read must have finished."""
     return time.monotonic() + positive_setting(DEADLINE_ENV, DEFAULT_DEADLINE_S, float)
-
-
-def positive_setting(name: str, default: float, kind: type = float):
-    """The positive number in environment variable `name`, else `default`; anything else is
-    refused, naming the variable, rather than read as "no limit"."""
-    read = env_int if kind is int else env_positive_float
-    try:
-        return read(name, default)
-    except ValueError:
-        raw = os.environ.get(name, "").strip()
-        message = f"{name}={raw!r}: expected a positive number (default {default})"
-        raise SourceError(message) from None
 
 
 def fetch(

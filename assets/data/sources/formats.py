@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from bento.settings import env_int, env_positive_float
 
 # Split names in textops -> file stems in the TweetEval layout.
 TWEETEVAL_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -23,6 +27,16 @@ SPLIT_ALIASES = {
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
 # UTF-8 is checked this many bytes at a time, so checking a file costs no copy of it.
 UTF8_BLOCK_BYTES = 1 << 24
+
+# Label ids name classes 0..K-1, and the label set is built as that range: an id is a class of
+# the model's output layer, so K is bounded (a few thousand is already more classes than a
+# tweet classifier has), and one row holding 10**12 cannot make a list of 10**12 names.
+MAX_CLASSES = 10_000
+# Rows a table source may hold once decoded: compressed Parquet holds millions of rows in a few
+# kilobytes, which the download's byte cap does not see. The default is twice what the data
+# volume benchmark runs through the pipeline.
+MAX_ROWS_ENV = "TEXTOPS_MAX_ROWS"
+DEFAULT_MAX_ROWS = 20_000_000
 
 RAW_SCHEMA = {
     "text": pl.String,
@@ -40,6 +54,25 @@ class SourceError(ValueError):
 class RawSource:
     frame: pl.DataFrame  # columns of RAW_SCHEMA
     label_names: list[str]  # label id -> name
+
+
+def positive_setting(name: str, default: float, kind: type = float):
+    """The positive number in environment variable `name`, else `default`; anything else
+    (infinity too) is refused, naming the variable, rather than read as "no limit"."""
+    read = env_int if kind is int else env_positive_float
+    try:
+        value = read(name, default)
+        if not math.isfinite(value):
+            raise ValueError(name)
+        return value
+    except ValueError:
+        raw = os.environ.get(name, "").strip()
+        message = f"{name}={raw!r}: expected a positive number (default {default})"
+        raise SourceError(message) from None
+
+
+def max_rows() -> int:
+    return positive_setting(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, int)
 
 
 def tweeteval_file_names() -> list[str]:
@@ -158,18 +191,36 @@ def read_table(data: bytes, name: str) -> RawSource:
         raise SourceError(f"{name}: unsupported file type; use {', '.join(TABLE_SUFFIXES)}")
     if not data or data.isspace():  # bytes.strip() would copy the file
         raise SourceError(f"{name}: empty file")
+    cap = max_rows()
     try:
-        if suffix == ".parquet":
-            frame = pl.read_parquet(io.BytesIO(data))
-        elif suffix == ".csv":
-            frame = pl.read_csv(_utf8(data, name), infer_schema_length=0)
-        else:
-            frame = pl.read_ndjson(_utf8(data, name))
+        frame = _parse_table(data, name, suffix, cap)
     except SourceError:
         raise
     except Exception as error:  # polars raises several error types for malformed files
         raise SourceError(f"{name}: cannot parse as {suffix[1:]}: {error}") from None
+    if frame.height > cap:
+        raise _too_many_rows(name, f"more than {cap:,}", cap)
     return frame_to_source(frame, name)
+
+
+def _parse_table(data: bytes, name: str, suffix: str, cap: int) -> pl.DataFrame:
+    """At most `cap` + 1 rows of the table: a Parquet file's row count is read from its footer
+    before any row is decoded; CSV and JSON lines stop one row past the cap."""
+    if suffix == ".parquet":
+        rows = pl.scan_parquet(io.BytesIO(data)).select(pl.len()).collect().item()
+        if rows > cap:
+            raise _too_many_rows(name, f"{rows:,}", cap)
+        return pl.read_parquet(io.BytesIO(data))
+    if suffix == ".csv":
+        return pl.read_csv(_utf8(data, name), infer_schema_length=0, n_rows=cap + 1)
+    return pl.read_ndjson(_utf8(data, name), n_rows=cap + 1)
+
+
+def _too_many_rows(name: str, rows: str, cap: int) -> SourceError:
+    return SourceError(
+        f"{name}: {rows} rows, more than the cap of {cap:,} rows on a table source; set "
+        f"{MAX_ROWS_ENV} to a larger number of rows to allow it"
+    )
 
 
 def frame_to_source(frame: pl.DataFrame, name: str) -> RawSource:
@@ -217,21 +268,33 @@ def _as_text(frame: pl.DataFrame, column: str, name: str) -> pl.Series:
 def _label_ids(frame: pl.DataFrame, name: str) -> tuple[pl.Series, list[str]]:
     raw = _as_text(frame, "label", name).str.strip_chars()
     if raw.str.contains(r"^\d+$").all():
-        ids = raw.cast(pl.Int64)
-        present = sorted(ids.unique().to_list())
+        ids = _bounded_ids(raw, name)
+        classes = range(int(ids.max()) + 1)
         if "label_name" in frame.columns:
             # the name a row gives its id, the last row's winning: one row per id, not per text
             named = pl.DataFrame({"id": ids, "name": _as_text(frame, "label_name", name)})
             pairs = dict(named.unique("id", keep="last").iter_rows())
-            label_names = [pairs.get(i, str(i)) for i in range(max(present) + 1)]
+            label_names = [pairs.get(i, str(i)) for i in classes]
         else:
-            label_names = [str(i) for i in range(max(present) + 1)]
-        if present[0] < 0:
-            raise SourceError(f"{name}: label ids must be 0..K-1, got {present}")
+            label_names = [str(i) for i in classes]
         return ids, label_names
     label_names = sorted(raw.unique().to_list())
     index = {label: i for i, label in enumerate(label_names)}
     return raw.replace_strict(index, return_dtype=pl.Int64), label_names
+
+
+def _bounded_ids(raw: pl.Series, name: str) -> pl.Series:
+    """Label ids (digits) as integers, each below MAX_CLASSES; the first that is not names its
+    row."""
+    ids = raw.cast(pl.Int64, strict=False)  # null where the digits overflow
+    beyond = ids.is_null() | (ids >= MAX_CLASSES)
+    if not beyond.any():
+        return ids
+    row = int(beyond.arg_true()[0])
+    raise SourceError(
+        f"{name}: row {row + 1} has label id {raw[row][:30]}; label ids are the classes 0..K-1, "
+        f"at most {MAX_CLASSES:,} of them (a label may also be a name, such as 'spam')"
+    )
 
 
 def _split_column(frame: pl.DataFrame, name: str) -> pl.Series:

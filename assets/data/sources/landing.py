@@ -15,14 +15,20 @@ from pathlib import PurePosixPath
 import polars as pl
 from upath import UPath
 
+from assets.data.sources.downloads import DEFAULT_MAX_BYTES
 from assets.data.sources.formats import (
     RAW_SCHEMA,
     TABLE_SUFFIXES,
     SourceError,
+    positive_setting,
     read_table,
     with_label_names,
 )
 from assets.locations import location
+
+# A landed file is read whole into memory, like a downloaded source, and under the same cap.
+MAX_BYTES_ENV = "TEXTOPS_LANDING_MAX_BYTES"
+DEFAULT_LANDING_MAX_BYTES = DEFAULT_MAX_BYTES
 
 # What copy and upload tools, editors and sync clients write while a file is still on its way
 # (or leave behind): never data, even when the name also ends in a table suffix.
@@ -39,6 +45,22 @@ TEMPORARY_SUFFIXES = (
     ".swp",
     "~",
 )
+
+
+class LandedFileTooLarge(SourceError):
+    """A landed file over the cap: left where it is, not ingested."""
+
+
+def landing_max_bytes() -> int:
+    return positive_setting(MAX_BYTES_ENV, DEFAULT_LANDING_MAX_BYTES, int)
+
+
+def too_large(name: str, size: str, cap: int) -> LandedFileTooLarge:
+    return LandedFileTooLarge(
+        f"{name}: {size} bytes, more than the cap of {cap:,} bytes on a landed file; not "
+        f"ingested. Split it into smaller files, or set {MAX_BYTES_ENV} to a larger number of "
+        "bytes to allow it"
+    )
 
 
 def is_landed_table(name: str) -> bool:
@@ -78,8 +100,17 @@ class LandedFile:
     path: UPath = field(repr=False, compare=False)
     _checksum: str | None = field(default=None, init=False, repr=False, compare=False)
 
-    def read(self) -> bytes:
-        data = self.path.read_bytes()
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """The content, refused (LandedFileTooLarge) once it passes `max_bytes` (default:
+        $TEXTOPS_LANDING_MAX_BYTES): as listed, or as read, since a file may grow after it was
+        listed."""
+        max_bytes = max_bytes or landing_max_bytes()
+        if self.size > max_bytes:
+            raise too_large(self.name, f"{self.size:,}", max_bytes)
+        with self.path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise too_large(self.name, f"more than {max_bytes:,}", max_bytes)
         self._checksum = hashlib.sha256(data).hexdigest()
         return data
 
@@ -106,12 +137,15 @@ def landed_files(uri: str) -> list[LandedFile]:
     return sorted(files, key=lambda file: file.name)
 
 
-def read_landed(landed: LandedFile, label_names: list[str]) -> pl.DataFrame:
+def read_landed(
+    landed: LandedFile, label_names: list[str], max_bytes: int | None = None
+) -> pl.DataFrame:
     """A landed table mapped onto the main source's labels (by name, or by id when the file
     carries ids); rows go to train unless the file has a split column. Landed rows never enter
     test: the test split is the source's, the benchmark every model is judged on, and whoever
-    can write the landing folder must not be able to shape it."""
-    source = read_table(landed.read(), landed.name)
+    can write the landing folder must not be able to shape it. A file over `max_bytes`
+    (default: $TEXTOPS_LANDING_MAX_BYTES) raises LandedFileTooLarge before it is read whole."""
+    source = read_table(landed.read(max_bytes), landed.name)
     frame = source.frame
     in_test = frame.filter(pl.col("source_split") == "test").height
     if in_test:

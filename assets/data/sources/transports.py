@@ -22,7 +22,6 @@ from assets.data.sources.downloads import (
     download_deadline,
     fetch,
     parse_url,
-    positive_setting,
     secrets_hidden,
 )
 from assets.data.sources.formats import (
@@ -30,6 +29,7 @@ from assets.data.sources.formats import (
     RawSource,
     SourceError,
     frame_to_source,
+    positive_setting,
     read_table,
     read_tweeteval,
     tweeteval_file_names,
