@@ -3,11 +3,13 @@ read, what a pin refuses, when the cache stands in, and that credentials stay ou
 record."""
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import ipaddress
 import json
 import shutil
+import socket
 import ssl
 import threading
 import time
@@ -460,3 +462,81 @@ def test_a_library_error_quoting_the_request_is_redacted(tmp_path, monkeypatch):
     quoted = "(URL can't contain control characters. '/d.csv?X-Goog-Signature=***'"
     assert f"cannot download {quoted}" in str(refused.value)
     assert SECRET not in str(refused.value) and PASSWORD not in str(refused.value)
+
+
+@pytest.fixture
+def silent_port():
+    """A port on 127.0.0.1 that accepts connections and never sends a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def trickled_headers(handler) -> None:
+    """A status line, then one header line a second, twenty of them."""
+    with contextlib.suppress(OSError):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for number in range(20):
+            handler.wfile.flush()
+            time.sleep(1)
+            handler.wfile.write(f"X-Slow-{number}: y\r\n".encode())
+        handler.wfile.write(b"Content-Length: 0\r\n\r\n")
+
+
+def refused_by_the_deadline(url: str, tmp_path, seconds: float) -> str:
+    """The message of the SourceError `fetch(url)` raises, checked to come within a second of
+    the deadline."""
+    started = time.monotonic()
+    with pytest.raises(SourceError) as refused:
+        fetch(url, tmp_path, quiet)
+    assert time.monotonic() - started < seconds + 1
+    message = str(refused.value)
+    assert "did not finish within the deadline" in message
+    assert "set TEXTOPS_DOWNLOAD_DEADLINE_S to more seconds" in message
+    return message
+
+
+def test_the_deadline_cuts_a_server_that_trickles_its_headers(served, tmp_path, monkeypatch):
+    """Before, the download ended when the server gave up, 20 s after the start."""
+    monkeypatch.setenv("TEXTOPS_DOWNLOAD_DEADLINE_S", "2")
+    server = served()
+    server.routes["/d.csv"] = trickled_headers
+    message = refused_by_the_deadline(server.url("/d.csv", f"u:{PASSWORD}"), tmp_path, 2)
+    assert message.startswith(server.url("/d.csv", "***") + ": ")
+    assert PASSWORD not in message
+    assert list((tmp_path / "downloads" / "blobs").iterdir()) == []  # nothing half-read cached
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_deadline_cuts_a_server_that_accepts_and_never_answers(
+    silent_port, tmp_path, monkeypatch, scheme
+):
+    monkeypatch.setenv("TEXTOPS_DOWNLOAD_DEADLINE_S", "1.5")
+    refused_by_the_deadline(f"{scheme}://127.0.0.1:{silent_port}/d.csv", tmp_path, 1.5)
+
+
+def test_the_deadline_covers_resolving_the_host(tmp_path, monkeypatch):
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def stuck(host, *args, **kwargs):
+        if host == "stuck.example":
+            release.wait(30)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    monkeypatch.setenv("TEXTOPS_DOWNLOAD_DEADLINE_S", "1")
+    try:
+        refused_by_the_deadline("https://stuck.example/d.csv", tmp_path, 1)
+    finally:
+        release.set()

@@ -2,9 +2,10 @@
 
 What a download may do is bounded: https only (plain http only between addresses of this
 machine), redirects only to https and only a few, a byte cap checked before and while the body
-arrives, an overall deadline besides the per-read timeout. The body streams to a temporary file
-beside the blobs and is renamed to `blobs/<sha256>` once complete, so memory holds one chunk
-and the cache never holds half a file under a hash name.
+arrives, and an overall deadline besides the per-read timeout, which ends everything from
+resolving the host to the body's last byte (a server trickling its headers included). The body
+streams to a temporary file beside the blobs and is renamed to `blobs/<sha256>` once complete,
+so memory holds one chunk and the cache never holds half a file under a hash name.
 
 A URL may pin its content: `https://host/data.csv#sha256=<64 hex digits>`. A fragment is never
 sent to the server, so the pin costs nothing there; a download that hashes differently is
@@ -25,13 +26,16 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
@@ -233,20 +237,8 @@ class _Download:
         # A pinned URL is never served from an unpinned cached copy: no revalidation, no
         # stale fallback.
         entry = None if source.pin else _read_index(self.folder).get(source.key)
-        request = urllib.request.Request(source.address, headers={"User-Agent": "textops"})
-        if source.authorization:
-            # not copied onto redirects: _Redirects adds it back for the same origin only
-            request.add_unredirected_header("Authorization", source.authorization)
-        if conditional and entry and (self.blobs / entry["sha256"]).is_file():
-            if entry.get("etag"):
-                request.add_header("If-None-Match", entry["etag"])
-            if entry.get("last_modified"):
-                request.add_header("If-Modified-Since", entry["last_modified"])
-        opener = urllib.request.build_opener(_Redirects(source))
         try:
-            with opener.open(request, timeout=self._timeout()) as response:
-                digest = self._stream_to_blob(response)
-                headers = response.headers
+            digest, headers = self._download(self._request(entry if conditional else None))
         except urllib.error.HTTPError as error:
             if error.code == 304 and entry and conditional:
                 return self._unchanged(entry)
@@ -259,6 +251,8 @@ class _Download:
                 "signed URL, that it has not expired"
             ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            if time.monotonic() >= self.deadline:  # the watchdog's doing, or a timeout at it
+                self._past_deadline()
             reason = str(getattr(error, "reason", error)) or type(error).__name__
             # http.client and urllib quote the request in some of their errors
             return self._stale(entry, redact_message(reason, source.full))
@@ -268,6 +262,31 @@ class _Download:
         except FileNotFoundError:
             message = f"{source.shown}: the downloaded blob {digest[:12]} vanished"
             raise SourceError(message) from None
+
+    def _request(self, entry: dict | None) -> urllib.request.Request:
+        """The GET of the source, conditional on the cached copy of `entry` if it is there."""
+        source = self.source
+        request = urllib.request.Request(source.address, headers={"User-Agent": "textops"})
+        if source.authorization:
+            # not copied onto redirects: _Redirects adds it back for the same origin only
+            request.add_unredirected_header("Authorization", source.authorization)
+        if entry and (self.blobs / entry["sha256"]).is_file():
+            if entry.get("etag"):
+                request.add_header("If-None-Match", entry["etag"])
+            if entry.get("last_modified"):
+                request.add_header("If-Modified-Since", entry["last_modified"])
+        return request
+
+    def _download(self, request: urllib.request.Request) -> tuple[str, Message]:
+        """The hash of the body, streamed into a blob, and the response's headers; everything
+        from resolving the host to the body's last byte ends by the deadline (`_Watchdog`)."""
+        with _Watchdog(self.deadline) as watchdog:
+            opener = urllib.request.build_opener(
+                _Redirects(self.source), _HTTPHandler(watchdog), _HTTPSHandler(watchdog)
+            )
+            with opener.open(request, timeout=self._timeout()) as response:
+                digest = self._stream_to_blob(response, watchdog)
+                return digest, response.headers
 
     def _timeout(self) -> float:
         left = self.deadline - time.monotonic()
@@ -289,9 +308,10 @@ class _Download:
             "it"
         )
 
-    def _stream_to_blob(self, response) -> str:
+    def _stream_to_blob(self, response, watchdog: _Watchdog) -> str:
         """Writes the body to a temporary file in `blobs/`, hashing it on the way, and renames
-        it to its hash; returns the hash."""
+        it to its hash; returns the hash. A body the watchdog cut short is not taken for the
+        whole of one that announced no length."""
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else 0
         if total > self.max_bytes:
@@ -313,6 +333,8 @@ class _Download:
                     progress.update(done / 1e6)
                 out.flush()
                 os.fsync(out.fileno())
+            if watchdog.fired:
+                self._past_deadline()
             if total and done != total:
                 raise ConnectionError(f"the connection closed after {done:,} of {total:,} bytes")
             progress.finish()
@@ -396,6 +418,115 @@ def _read_index(folder: Path) -> dict[str, dict]:
         for key, entry in index.items()
         if re.fullmatch(r"[0-9a-f]{64}", key) and isinstance(entry, dict) and "sha256" in entry
     }
+
+
+class _Watchdog:
+    """Shuts down the sockets of a download's connections when its deadline passes, whatever
+    they are waiting for: a TLS handshake, headers a server trickles a line at a time, a body,
+    or an answer from a server that accepted and says nothing. The per-read timeout alone never
+    ends those: it starts again with every byte. Name resolution, which has no socket yet, runs
+    on a thread that is waited for until the deadline (`resolve`)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shut(sock)
+
+    def resolve(self, host: str, port: int) -> list[tuple]:
+        """`socket.getaddrinfo` of `host`, given up at the deadline (the lookup, which cannot be
+        interrupted, finishes on its daemon thread and is forgotten)."""
+        answer: dict[str, object] = {}
+
+        def lookup() -> None:
+            try:
+                answer["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as error:
+                answer["error"] = error
+
+        thread = threading.Thread(target=lookup, name="textops-resolve", daemon=True)
+        thread.start()
+        thread.join(max(0.0, self.deadline - time.monotonic()))
+        if thread.is_alive():
+            raise TimeoutError(f"resolving {host} did not finish by the deadline")
+        if "error" in answer:
+            raise answer["error"]  # type: ignore[misc]
+        return answer["addresses"]  # type: ignore[return-value]
+
+    def connect(self, address: tuple[str, int], timeout: float, source_address=None):
+        """`socket.create_connection` (what http.client calls), each socket watched from before
+        it connects, each attempt ending by the deadline."""
+        error: OSError = OSError(f"{address[0]} has no address")
+        for family, kind, protocol, _, sockaddr in self.resolve(*address):
+            sock = socket.socket(family, kind, protocol)
+            self.watch(sock)
+            try:
+                sock.settimeout(min(timeout, max(0.01, self.deadline - time.monotonic())))
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as failed:
+                error = failed
+                sock.close()
+        raise error
+
+    def connection(self, connection_class: type[http.client.HTTPConnection]):
+        """A factory of `connection_class` connections that connect through `connect`."""
+
+        def make(*args, **kwargs) -> http.client.HTTPConnection:
+            connection = connection_class(*args, **kwargs)
+            connection._create_connection = self.connect  # http.client's own hook
+            return connection
+
+        return make
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self.watchdog = watchdog
+
+    def http_open(self, req):
+        return self.do_open(self.watchdog.connection(http.client.HTTPConnection), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self.watchdog = watchdog
+
+    def https_open(self, req):
+        connection = self.watchdog.connection(http.client.HTTPSConnection)
+        return self.do_open(connection, req, context=self._context)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
