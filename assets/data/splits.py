@@ -1,5 +1,7 @@
 """`text_splits`: deduplicated, leak-free train / validation / test splits of `raw_texts`."""
 
+import functools
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,10 @@ from assets.versioning import combined_hash, frame_hash, source_version
 # benchmark's, and validation wins over train.
 PRECEDENCE = {"test": 0, "validation": 1, "train": 2}
 SPLIT_COLUMNS = ["text", "label", "label_name"]
+# Characters nobody sees: format characters (zero-width space, non-joiner and joiner, word
+# joiner, byte-order mark, soft hyphen, bidi controls) and the other default-ignorable ones
+# (variation selectors, combining grapheme joiner, Hangul fillers).
+INVISIBLE = r"[\p{Cf}\p{Default_Ignorable_Code_Point}]"
 
 
 class TextSplitsConfig(dg.Config):
@@ -46,6 +52,29 @@ class SplitResult:
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     """Unicode NFC and trimmed whitespace; inner whitespace is part of the text."""
     return frame.with_columns(pl.col("text").str.normalize("NFC").str.strip_chars())
+
+
+def match_key(text: pl.Expr) -> pl.Expr:
+    """What a text is matched by across splits, so that a copy of a test text cannot reach
+    train or validation by looking different only to a machine: without invisible characters,
+    NFKC-normalised, case-folded, its whitespace runs one space, trimmed. The key only finds
+    copies; the texts themselves are kept as written."""
+    visible = text.str.replace_all(INVISIBLE, "").str.normalize("NFKC")
+    lowered, folded = _case_folds()
+    caseless = visible.str.to_lowercase().str.replace_many(lowered, folded).str.normalize("NFKC")
+    return caseless.str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+@functools.cache
+def _case_folds() -> tuple[list[str], list[str]]:
+    """The characters whose case folding is not their lowercase (ß → ss, ς → σ, ſ → s, …):
+    polars lowercases, these finish Python's `str.casefold`."""
+    folds = {}
+    for code in range(sys.maxunicode + 1):
+        character = chr(code)
+        if character.lower() == character != character.casefold():
+            folds[character] = character.casefold()
+    return list(folds), list(folds.values())
 
 
 def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int) -> pl.DataFrame:
@@ -77,7 +106,9 @@ def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int
 
 
 def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
-    """Normalise, drop empty and duplicate texts, and remove cross-split leaks, counting each."""
+    """Normalise, drop empty and duplicate texts, and remove cross-split leaks, counting each:
+    a text in two splits, or its copy by `match_key`, stays only in the first of test,
+    validation, train."""
     frame = normalise(raw.with_columns(pl.col("source_split").cast(pl.String)))
     frame = frame.with_row_index("_row")
     empty = frame["text"].is_null() | (frame["text"] == "")
@@ -91,10 +122,11 @@ def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
     drops |= {f"duplicates_{split}": before[split] - after[split] for split in before}
     frame = assign_splits(frame, config.validation_fraction, config.test_fraction, config.seed)
     frame = frame.sort("_row").with_columns(
-        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8)
+        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8),
+        _key=match_key(pl.col("text")),
     )
-    keep_rank = frame.group_by("text").agg(_keep_rank=pl.col("_rank").min())
-    frame = frame.join(keep_rank, on="text", how="left", maintain_order="left")
+    keep_rank = frame.group_by("_key").agg(_keep_rank=pl.col("_rank").min())
+    frame = frame.join(keep_rank, on="_key", how="left", maintain_order="left").drop("_key")
     leaked = frame.filter(pl.col("_rank") != pl.col("_keep_rank"))
     split_of_rank = {rank: name for name, rank in PRECEDENCE.items()}
     for (split, kept_in), group in leaked.group_by(["split", "_keep_rank"]):
