@@ -1,6 +1,7 @@
 """HTTP concerns of the service that BentoML leaves open: a request-size limit enforced before
-the body is read, client errors logged as one line instead of an ERROR with a traceback, and a
-request timeout whose timer is let go once the request is answered."""
+the body is read, client errors logged as one line instead of an ERROR with a traceback, a
+request timeout whose timer is let go once the request is answered, and connections that must
+start a request, and finish its headers, in bounded time."""
 
 from __future__ import annotations
 
@@ -174,3 +175,105 @@ def use_answered_timeout() -> None:
             "version assembles its timeout otherwise; check bento/http.py against it"
         )
     traffic.TimeoutMiddleware = AnsweredTimeout
+
+
+IDLE_TIMEOUT_ENV = "TEXTOPS_IDLE_TIMEOUT_S"
+HEADER_TIMEOUT_ENV = "TEXTOPS_HEADER_TIMEOUT_S"
+
+
+def connection_timeouts() -> tuple[float, float]:
+    """(idle, header) deadlines of a connection, in seconds, from the environment."""
+    from bento.settings import env_seconds
+
+    return env_seconds(IDLE_TIMEOUT_ENV, 5.0), env_seconds(HEADER_TIMEOUT_ENV, 10.0)
+
+
+class ConnectionDeadlines:
+    """Deadlines on uvicorn's HTTP/1.1 protocols (httptools' and h11's; mixed in before one):
+    a connection that brings no request within `idle_timeout_s`, fresh or after an answer, is
+    closed, and a request whose line and headers are not complete within `header_timeout_s` of
+    its first byte gets 408 and its connection is closed. uvicorn arms its keep-alive timer
+    only after an answer, so a connection that never sent anything stayed open, and it has no
+    deadline on headers, so a client sending a header line a second held its connection (and a
+    slot of the worker) for as long as it liked. The body is the request timeout's concern
+    (AnsweredTimeout), as is everything after the headers."""
+
+    idle_timeout_s: float
+    header_timeout_s: float
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.idle_timeout_s
+        self._waiting = True  # for a request's first byte
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting and self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+        cycle = self.cycle
+        super().data_received(data)
+        if self.cycle is not cycle:  # a request's headers are complete
+            self._waiting = False
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn arms its keep-alive timer when no pipelined request is left to answer
+        if self.timeout_keep_alive_task is not None:
+            self._waiting = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed already, or handed over to a WebSocket protocol
+        message = (
+            f"request headers not complete within {self.header_timeout_s:g} s "
+            f"({HEADER_TIMEOUT_ENV})"
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message)
+        )
+        self.transport.close()
+
+
+def with_deadlines(protocol: type, idle_timeout_s: float, header_timeout_s: float) -> type:
+    """uvicorn's HTTP protocol class `protocol` with ConnectionDeadlines."""
+    return type(
+        f"Deadline{protocol.__name__}",
+        (ConnectionDeadlines, protocol),
+        {"idle_timeout_s": idle_timeout_s, "header_timeout_s": header_timeout_s},
+    )
+
+
+def use_connection_deadlines(idle_timeout_s: float, header_timeout_s: float) -> None:
+    """Make uvicorn serve HTTP with ConnectionDeadlines. BentoML starts uvicorn with its `auto`
+    protocol (httptools where installed, else h11) and offers no setting for the protocol class,
+    the keep-alive timeout (a `--timeout-keep-alive` option of `bentoml serve` only) or a header
+    timeout; its worker imports the service before uvicorn resolves `auto`."""
+    from uvicorn import config
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    if not isinstance(getattr(config, "HTTP_PROTOCOLS", None), dict):
+        raise RuntimeError(
+            "uvicorn.config.HTTP_PROTOCOLS is gone: this uvicorn version chooses its protocol "
+            "otherwise; check bento/http.py against it"
+        )
+    config.HTTP_PROTOCOLS["auto"] = with_deadlines(  # type: ignore[assignment]
+        AutoHTTPProtocol, idle_timeout_s, header_timeout_s
+    )

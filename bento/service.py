@@ -4,7 +4,9 @@ variant that passed its parity check (ONNX Runtime int8 on a CPU, as a rule), lo
 Requests go through a greedy micro-batcher: a lone request runs at once, and requests that
 arrive while the model is busy run together next, so one client never waits for company and a
 crowd is served in batches. Past the queue limit requests get 429 at once; bodies over the size
-limit get 413 before they are read.
+limit get 413 before they are read. A connection that brings no request within the idle timeout
+is closed, and one whose request headers take longer than the header timeout gets 408 and is
+closed.
 
 The service follows the registry's champion by itself (bento/follower.py, bento/rollout.py): a
 new champion is loaded and verified off the request path by every worker, answers live traffic
@@ -30,6 +32,10 @@ Settings (environment, read at start):
   TEXTOPS_BATCHING         greedy (the service's batcher) or bentoml (BentoML's adaptive one)
   TEXTOPS_MAX_QUEUE        most texts waiting before requests are refused with 429
   TEXTOPS_MAX_BODY_BYTES   largest request body (larger: 413)
+  TEXTOPS_IDLE_TIMEOUT_S   seconds a connection may wait for a request, fresh or kept alive
+                           (default 5), then it is closed
+  TEXTOPS_HEADER_TIMEOUT_S seconds a request's line and headers may take from its first byte
+                           (default 10), then 408 and the connection is closed
   TEXTOPS_SERVING_LOG      the prediction log's folder (`off` disables it)
   TEXTOPS_SERVING_LOG_TEXT 0 keeps texts out of the log
   TEXTOPS_SERVING_LOG_MAX_AGE_DAYS, TEXTOPS_SERVING_LOG_MAX_MB  the log's retention
@@ -60,7 +66,13 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from bento.batching import GreedyBatcher, Overloaded
 from bento.follower import Follower, Meter
-from bento.http import BodySizeLimit, quiet_client_errors, use_answered_timeout
+from bento.http import (
+    BodySizeLimit,
+    connection_timeouts,
+    quiet_client_errors,
+    use_answered_timeout,
+    use_connection_deadlines,
+)
 from bento.live import NotServable, ServedModel, load_served, variant_pin
 from bento.registry import (
     PINNED_TAG_ENV,
@@ -80,6 +92,7 @@ from bento.settings import env_int
 logger = logging.getLogger("textops.service")
 
 use_answered_timeout()  # before BentoML assembles the server app's middleware
+use_connection_deadlines(*connection_timeouts())  # before uvicorn resolves its HTTP protocol
 
 MAX_TEXTS = 256
 MAX_CHARS = 2000

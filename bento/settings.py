@@ -44,3 +44,8 @@ def env_switch(name: str, default: bool) -> bool:
     if value in {"0", "off", "false", "no"}:
         return False
     raise ValueError(f"{name} must be on or off, got {value!r}")
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration: a finite positive number of seconds (an infinite one would never end)."""
+    return _env_float(name, default, lambda n: 0 < n < float("inf"), "a finite positive number")

@@ -2,10 +2,15 @@
 request timeout that lets go of an answered request."""
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import logging
+import socket
+import threading
+import time
 import weakref
+from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -16,11 +21,17 @@ from starlette.testclient import TestClient
 
 from bento.http import (
     BENTOML_HTTP_LOGGER,
+    HEADER_TIMEOUT_ENV,
+    IDLE_TIMEOUT_ENV,
     AnsweredTimeout,
     BodySizeLimit,
+    ConnectionDeadlines,
     client_error,
+    connection_timeouts,
     quiet_client_errors,
     use_answered_timeout,
+    use_connection_deadlines,
+    with_deadlines,
 )
 from tests.loops import run_in_own_thread
 
@@ -160,3 +171,148 @@ def test_bentoml_builds_the_answered_timeout_in_place_of_its_own():
 
     built = [m.cls for m in Factory(timeout=30).middlewares]
     assert AnsweredTimeout in built
+
+
+# --- connection deadlines ------------------------------------------------------------------
+
+
+async def hello(scope, receive, send) -> None:
+    """Answers every request after `?delay=` seconds (0 by default)."""
+    if scope["type"] != "http":
+        return
+    query = scope["query_string"].decode()
+    await asyncio.sleep(float(query.removeprefix("delay=") or 0))
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def protocols():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    # the service's images have h11 only; the pipeline's environment has httptools too
+    return [pytest.param(H11Protocol, id="h11"), pytest.param(HttpToolsProtocol, id="httptools")]
+
+
+@contextlib.contextmanager
+def uvicorn_serving(protocol: type, idle_s: float, header_s: float) -> Iterator[int]:
+    """`hello` served by uvicorn with `protocol` under ConnectionDeadlines on a thread of its
+    own; yields the port."""
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        hello, host="127.0.0.1", port=port, http=with_deadlines(protocol, idle_s, header_s),
+        lifespan="off", log_level="warning",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def held_open(port: int, lines: list[bytes], every_s: float, limit_s: float) -> tuple[float, bytes]:
+    """(seconds until the server closed the connection, what it sent) for a client that sends
+    `lines` one every `every_s` seconds, then nothing; `limit_s` if it is still open then."""
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.settimeout(every_s)
+        started, received, pending = time.monotonic(), b"", list(lines)
+        while time.monotonic() - started < limit_s:
+            if pending:
+                client.sendall(pending.pop(0))
+            try:
+                data = client.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return time.monotonic() - started, received
+            received += data
+        return limit_s, received
+
+
+GET = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n"
+
+
+@pytest.mark.parametrize("protocol", protocols())
+def test_a_silent_connection_is_closed_after_the_idle_timeout(protocol):
+    with uvicorn_serving(protocol, idle_s=0.5, header_s=30) as port:
+        open_s, received = held_open(port, [], every_s=0.1, limit_s=10)
+    assert 0.4 < open_s < 2.5 and received == b""
+
+
+@pytest.mark.parametrize("protocol", protocols())
+def test_headers_sent_a_line_at_a_time_get_408_at_the_header_timeout(protocol):
+    slow = [b"GET / HTTP/1.1\r\n"] + [b"x-slow-%d: 1\r\n" % i for i in range(100)]
+    with uvicorn_serving(protocol, idle_s=0.5, header_s=1.5) as port:
+        open_s, received = held_open(port, slow, every_s=0.2, limit_s=10)
+    assert 1.4 < open_s < 4 and received.startswith(b"HTTP/1.1 408 ")
+    assert b"TEXTOPS_HEADER_TIMEOUT_S" in received
+
+
+def answers(client: socket.socket, count: int) -> bytes:
+    """What the server sent until `count` answers were complete."""
+    received = b""
+    while received.count(b"hello") < count:
+        data = client.recv(4096)
+        if not data:
+            break
+        received += data
+    return received
+
+
+@pytest.mark.parametrize("protocol", protocols())
+def test_requests_keep_their_connection_and_take_longer_than_the_header_timeout(protocol):
+    """Keep-alive within the idle timeout, answers slower than the header timeout, and
+    pipelined requests are all served; then the idle timeout closes the connection."""
+    slow = b"GET /?delay=1.2 HTTP/1.1\r\nhost: test\r\n\r\n"
+    with (
+        uvicorn_serving(protocol, idle_s=0.8, header_s=0.5) as port,
+        socket.create_connection(("127.0.0.1", port)) as client,
+    ):
+        client.settimeout(10)
+        for requests in ([GET], [slow], [slow, GET]):
+            client.sendall(b"".join(requests))
+            received = answers(client, len(requests))
+            assert received.count(b"HTTP/1.1 200 OK") == len(requests), received
+            time.sleep(0.3)
+        started = time.monotonic()
+        assert client.recv(4096) == b""  # closed by the idle timeout
+        assert time.monotonic() - started < 2.5
+
+
+def test_uvicorn_serves_with_the_deadlines_once_they_are_in_use(monkeypatch):
+    import uvicorn
+    from uvicorn import config
+
+    monkeypatch.setitem(config.HTTP_PROTOCOLS, "auto", config.HTTP_PROTOCOLS["auto"])
+    use_connection_deadlines(3, 4)
+    loaded = uvicorn.Config(hello)
+    loaded.load()
+    protocol = loaded.http_protocol_class
+    assert issubclass(protocol, ConnectionDeadlines)
+    assert (protocol.idle_timeout_s, protocol.header_timeout_s) == (3, 4)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "soon", "inf", "nan"])
+@pytest.mark.parametrize("name", [IDLE_TIMEOUT_ENV, HEADER_TIMEOUT_ENV])
+def test_a_timeout_that_is_no_positive_finite_number_is_refused_by_name(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name} must be a finite positive number"):
+        connection_timeouts()
+
+
+def test_timeouts_default_to_5_s_idle_and_10_s_for_headers(monkeypatch):
+    monkeypatch.delenv(IDLE_TIMEOUT_ENV, raising=False)
+    monkeypatch.setenv(HEADER_TIMEOUT_ENV, "2.5")
+    assert connection_timeouts() == (5.0, 2.5)
