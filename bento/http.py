@@ -1,7 +1,7 @@
 """HTTP concerns of the service that BentoML leaves open: a request-size limit enforced before
-the body is read, client errors logged as one line instead of an ERROR with a traceback, a
-request timeout whose timer is let go once the request is answered, and connections that must
-start a request, and finish its headers, in bounded time."""
+the body is read, JSON-only request bodies, client errors logged as one line instead of an ERROR
+with a traceback, a request timeout whose timer is let go once the request is answered, and
+connections that must start a request, and finish its headers, in bounded time."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import json
 import logging
+from collections.abc import Collection
 
 # BentoML logs every failed request through this logger, client errors included.
 BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
@@ -47,34 +48,114 @@ class BodySizeLimit:
                 return
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps(
-            {"error": f"request body over {self.max_bytes} bytes (TEXTOPS_MAX_BODY_BYTES)"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body over {self.max_bytes} bytes (TEXTOPS_MAX_BODY_BYTES)"
+        await answer_error(send, 413, message, close=True)
+
+
+async def answer_error(send, status: int, message: str, close: bool = False) -> None:
+    """An error answered as `{"error": message}`; `close` when the body was left unread."""
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def replaying(body: bytes, receive):
+    """An ASGI `receive` that hands the app `body`, read already, then what `receive` brings
+    (the client leaving)."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def read_body(receive) -> bytes | None:
+    """The request's whole body; None when the client left before it was sent."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def is_json(content_type: bytes | None) -> bool:
+    """Whether a Content-Type names JSON (`application/json`, `application/...+json`, with any
+    parameters). None or empty counts as JSON: BentoML reads a body without one as JSON."""
+    media = (content_type or b"").split(b";")[0].strip().lower()
+    if not media:
+        return True
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> None:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """A key that some object of the JSON `body` holds twice; None when none does, or when the
+    body is no JSON this check can read (the service's own parser then says what is wrong)."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as found:
+        return str(found.args[0])
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+class JsonBodies:
+    """ASGI middleware on the service's API routes (`paths`), which take JSON only: any other
+    body gets 415 before BentoML reads it (it parses form and multipart bodies, and answered 500
+    to one with more than 1,000 parts or no boundary), and a JSON object with a key twice gets
+    400 (the service's parser keeps the last one; a proxy in front may have read the first)."""
+
+    def __init__(self, app, paths: Collection[str]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers") or []
+        content_type = next((v for k, v in headers if k == b"content-type"), None)
+        if not is_json(content_type):
+            shown = content_type.decode("latin-1")[:100]
+            message = f"the body must be JSON (content-type: application/json), got {shown!r}"
+            await answer_error(send, 415, message, close=True)
+            return
+        body = await read_body(receive)
+        if body is None:  # the client left
+            return
+        key = duplicate_key(body)
+        if key is not None:
+            await answer_error(send, 400, f"invalid JSON: the key {key[:100]!r} appears twice")
+            return
+        await self.app(scope, replaying(body, receive), send)
 
 
 def client_error(error: BaseException | None) -> tuple[int, str] | None:

@@ -4,9 +4,9 @@ variant that passed its parity check (ONNX Runtime int8 on a CPU, as a rule), lo
 Requests go through a greedy micro-batcher: a lone request runs at once, and requests that
 arrive while the model is busy run together next, so one client never waits for company and a
 crowd is served in batches. Past the queue limit requests get 429 at once; bodies over the size
-limit get 413 before they are read. A connection that brings no request within the idle timeout
-is closed, and one whose request headers take longer than the header timeout gets 408 and is
-closed.
+limit get 413 before they are read, bodies that are not JSON 415 before they are parsed. A
+connection that brings no request within the idle timeout is closed, and one whose request
+headers take longer than the header timeout gets 408 and is closed.
 
 The service follows the registry's champion by itself (bento/follower.py, bento/rollout.py): a
 new champion is loaded and verified off the request path by every worker, answers live traffic
@@ -68,6 +68,7 @@ from bento.batching import GreedyBatcher, Overloaded
 from bento.follower import Follower, Meter
 from bento.http import (
     BodySizeLimit,
+    JsonBodies,
     connection_timeouts,
     quiet_client_errors,
     use_answered_timeout,
@@ -550,4 +551,8 @@ class TextClassifier:
 
 TextClassifier.add_asgi_middleware(
     BodySizeLimit, max_bytes=env_int("TEXTOPS_MAX_BODY_BYTES", 1 << 20)
+)
+# after the size limit: it reads the body the limit has bounded
+TextClassifier.add_asgi_middleware(
+    JsonBodies, paths=[api.route for api in TextClassifier.apis.values()]
 )

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import free_port
 from tests.processes import ROOT, bentoml_serve, running
+from tests.service.test_hostile_requests import HOSTILE, assert_short_client_error
 
 CLEAR = [
     "@user tweet 901: such a wonderful day, happy too",
@@ -82,6 +83,14 @@ def test_malformed_json(client):
     )
     assert response.status_code == 400
     assert "JSON" in response.text
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_body_gets_a_short_client_error(client, case):
+    path, body, content_type = HOSTILE[case]
+    response = client.post(path, content=body, headers={"content-type": content_type})
+    assert_short_client_error(response, case)
+    assert client.post("/classify", json={"texts": CLEAR[:1]}).status_code == 200
 
 
 def test_model_endpoint_shows_tag_and_lineage(client, approved_graph):

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import json
 import logging
 import socket
 import threading
@@ -13,6 +14,8 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -26,8 +29,10 @@ from bento.http import (
     AnsweredTimeout,
     BodySizeLimit,
     ConnectionDeadlines,
+    JsonBodies,
     client_error,
     connection_timeouts,
+    duplicate_key,
     quiet_client_errors,
     use_answered_timeout,
     use_connection_deadlines,
@@ -59,6 +64,85 @@ def test_bodies_over_the_limit_get_413_without_reaching_the_app():
     small_stream = client.post("/", content=iter([b"x" * 30, b"x" * 30]))
     assert small_stream.json() == {"bytes": 60}
     assert seen == [100, 60]
+
+
+def app_taking_json():
+    seen = []
+
+    async def echo(request):
+        seen.append(await request.body())
+        return JSONResponse({"bytes": len(seen[-1])})
+
+    app = Starlette(routes=[Route(p, echo, methods=["POST"]) for p in ("/api", "/other")])
+    return JsonBodies(app, paths=["/api"]), seen
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+     "multipart/form-data", "application/xml", "application/vnd.bentoml+pickle"],
+)  # fmt: skip
+def test_a_body_that_is_not_json_gets_415_before_it_is_read(content_type):
+    app, seen = app_taking_json()
+    response = TestClient(app).post("/api", content=b"a=1", headers={"content-type": content_type})
+    assert response.status_code == 415 and seen == []
+    assert response.json()["error"].startswith("the body must be JSON")
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "", "application/json", "Application/JSON; charset=utf-8",
+                     "application/problem+json"],
+)  # fmt: skip
+def test_json_bodies_and_bodies_without_a_content_type_reach_the_service(content_type):
+    app, seen = app_taking_json()
+    headers = {"content-type": content_type} if content_type is not None else {}
+    response = TestClient(app).post("/api", content=b'{"texts": ["a"]}', headers=headers)
+    assert response.json() == {"bytes": 16} and seen == [b'{"texts": ["a"]}']
+
+
+def test_a_json_object_with_a_key_twice_gets_400_and_other_paths_are_left_alone():
+    app, seen = app_taking_json()
+    client = TestClient(app)
+    twice = b'{"texts": ["a"], "texts": ["b"]}'
+    response = client.post("/api", content=twice, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "'texts' appears twice" in response.json()["error"]
+    nested = b'{"a": [{"k": 1, "k": 2}]}'
+    assert client.post("/api", content=nested).status_code == 400
+    assert client.post("/other", content=twice, headers={"content-type": "text/plain"}).json()
+    assert seen == [twice]
+
+
+def test_what_is_not_json_is_left_to_the_services_own_parser():
+    for body in (b"[" * 100_000, b"{", b'{"a": 1' + b"0" * 5000 + b"}", b"\xff\xfe", b""):
+        assert duplicate_key(body) is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=30,
+)
+
+
+@given(st.binary())
+@settings(max_examples=300)
+def test_the_duplicate_key_check_never_raises_on_any_bytes(body):
+    found = duplicate_key(body)
+    assert found is None or isinstance(found, str)
+
+
+@given(json_values)
+def test_json_written_from_a_value_has_no_duplicate_key(value):
+    assert duplicate_key(json.dumps(value).encode()) is None
+
+
+@given(st.dictionaries(st.text(max_size=5), st.integers(), min_size=1), st.data())
+def test_the_duplicate_key_check_finds_any_key_written_twice(obj, data):
+    key = data.draw(st.sampled_from(sorted(obj)))
+    pairs = [json.dumps(k) + ": " + json.dumps(v) for k, v in obj.items()]
+    body = "{" + ", ".join([*pairs, json.dumps(key) + ": 0"]) + "}"
+    assert duplicate_key(body.encode()) == key
+    assert duplicate_key(json.dumps(obj).encode()) is None
 
 
 class Body(BaseModel):
