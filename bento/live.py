@@ -38,6 +38,19 @@ class NotServable(Exception):
     """The model failed a check before taking traffic; the service keeps its current model."""
 
 
+class ModelNotInStore(NotServable):
+    """A model the service is to serve is not in the BentoML model store it reads."""
+
+
+def not_in_store(tag: str, store: Path) -> ModelNotInStore:
+    return ModelNotInStore(
+        f"model {tag} is not in the BentoML model store at {store}: its folder was removed, or "
+        f"never put there, and the service loads models from that store only (it never "
+        f"downloads one). Put the model back (`bentoml models import`), or serve one the store "
+        f"holds (`bentoml models list`, TEXTOPS_MODEL_TAG)"
+    )
+
+
 @dataclass
 class ServedModel:
     """One loaded model and what the service says of it."""

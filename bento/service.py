@@ -74,7 +74,14 @@ from bento.http import (
     use_answered_timeout,
     use_connection_deadlines,
 )
-from bento.live import NotServable, ServedModel, load_served, variant_pin
+from bento.live import (
+    ModelNotInStore,
+    NotServable,
+    ServedModel,
+    load_served,
+    not_in_store,
+    variant_pin,
+)
 from bento.registry import (
     PINNED_TAG_ENV,
     NoApprovedModelError,
@@ -274,6 +281,25 @@ def _docs_redirect():
     return Starlette(routes=[Route("/", docs)])
 
 
+class StoreModel(bentoml.models.BentoModel):
+    """A model reference resolved from this machine's BentoML model store only. BentoModel pulls
+    a model missing from the store from BentoCloud, which this service never uses: a worker
+    restarted after its model's folder was removed failed with "No cloud context default found"
+    instead of naming the model and the store."""
+
+    def resolve(self, base_path: str | os.PathLike | None = None) -> bentoml.Model:
+        self._ensure_stored()
+        return super().resolve(base_path)
+
+    def to_info(self, alias: str | None = None):
+        self._ensure_stored()
+        return super().to_info(alias)
+
+    def _ensure_stored(self) -> None:
+        if self.stored is None:
+            raise not_in_store(str(self.tag), models_dir())
+
+
 class TooManyRequests(bentoml.exceptions.BentoMLException):
     """The queue is full: the client should retry shortly."""
 
@@ -317,7 +343,7 @@ class ModelCard(BaseModel):
 )
 class TextClassifier:
     if OWN_TAG is not None:
-        model_ref = bentoml.models.BentoModel(OWN_TAG)
+        model_ref = StoreModel(OWN_TAG)
 
     def __init__(self) -> None:
         quiet_client_errors()
@@ -384,8 +410,10 @@ class TextClassifier:
         )
 
     def _first_model(self) -> ServedModel:
-        """The model this worker starts on: the deployment's live one (a worker restarted after
-        a switch starts where the others are), else the tag resolved at start."""
+        """The model this worker starts on: the pinned one, or, following, the deployment's live
+        one (a worker restarted after a switch starts where the others are), else the tag
+        resolved at start, else the newest approved model that loads (those two gone from the
+        store since)."""
         if ROLLOUT is None:
             stored = self.model_ref
             entry = StoredEntry(
@@ -393,11 +421,30 @@ class TextClassifier:
                 dict(stored.info.metadata), stored.info.creation_time,
             )  # fmt: skip
             return self._load(entry)
-        entries = {e.tag: e for e in read_entries(ROLLOUT.models_folder(models_dir()))}
+        folder = ROLLOUT.models_folder(models_dir())
+        entries = {e.tag: e for e in read_entries(folder)}
         state = read_state(ROLLOUT.folder)
-        tags = [state["live"]["tag"]] if state else []
-        for tag in dict.fromkeys([*tags, START]):
+        chosen = list(dict.fromkeys([*([state["live"]["tag"]] if state else []), START]))
+        model = self._start_on(chosen, entries, folder)
+        if model is None:
+            others = [e.tag for e in approved_entries(folder) if e.tag not in chosen]
+            model = self._start_on(others, entries, folder)
+        if model is None:
+            raise ModelNotInStore(
+                f"no model to start on in the BentoML model store at {folder}: "
+                f"{' and '.join(chosen)} gone from it or not servable (logged above), and no "
+                f"other approved model there could be served"
+            )
+        return model
+
+    def _start_on(
+        self, tags: list[str], entries: dict[str, StoredEntry], folder: Path
+    ) -> ServedModel | None:
+        """The first of `tags` in the store that loads; None when none does. The start tag
+        there but failing its checks stops the worker."""
+        for tag in tags:
             if tag not in entries:
+                logger.error("not starting on %s: it is not in %s", tag, folder)
                 continue
             try:
                 return self._load(entries[tag])
@@ -406,7 +453,7 @@ class TextClassifier:
                 if tag == START:
                     raise
                 logger.error("not starting on %s: %s", tag, error)
-        raise NotServable(f"{START} is not in {ROLLOUT.models_folder(models_dir())}")
+        return None
 
     def _switch(self, model: ServedModel) -> None:
         # one assignment: a batch already running keeps the model it started with

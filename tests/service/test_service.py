@@ -243,3 +243,33 @@ def test_a_bad_request_is_one_log_line_and_an_oversize_body_is_refused(served):
     text = log.read_text()
     assert "POST /classify answered 400: 1 validation error(s)" in text
     assert "Traceback" not in text and "ERROR" not in text
+
+
+def test_a_model_missing_from_the_store_is_named_with_the_store_and_never_fetched(
+    client, tmp_path, model_store_at
+):
+    """BentoML's model reference pulls a model missing from the store from BentoCloud: a worker
+    restarted after its model's folder was removed failed with "No cloud context default
+    found". The service's reference reads the store only, and says which model and where."""
+    from bento.live import ModelNotInStore
+
+    service = importlib.import_module("bento.service")
+    model_store_at(tmp_path / "emptied")
+    reference = service.StoreModel("textops-classifier:gone")
+    named = f"model textops-classifier:gone is not in the BentoML model store at {tmp_path}"
+    for resolve in (reference.resolve, reference.to_info):
+        with pytest.raises(ModelNotInStore) as raised:
+            resolve()
+        assert named in str(raised.value) and "cloud" not in str(raised.value).lower()
+
+
+def test_serve_with_a_pinned_model_missing_from_the_store_names_it_and_the_store(tmp_path):
+    home = tmp_path / "emptied"
+    env = {**os.environ, "BENTOML_HOME": str(home), "TEXTOPS_MODEL_TAG": "textops-classifier:gone"}
+    result = subprocess.run(
+        bentoml_serve(free_port()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"model textops-classifier:gone is not in the BentoML model store at {home}" in output
+    assert "cloud context" not in output
