@@ -6,7 +6,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import polars as pl
 
-from assets.data.splits import match_key
+from assets.data.splits import hashed_match_keys
 from data_checks.gx_suite import validate
 from data_checks.outcome import CheckOutcome, Severity
 
@@ -30,12 +30,13 @@ def text_splits_outcomes(
     GX judges per-row values polars computed (flags, token counts, a dense id per distinct
     text), never the texts themselves (see gx_suite); examples are the texts of the rows GX
     named."""
-    stacked = stack_splits(splits).with_columns(
+    stacked = stack_splits(splits)
+    stacked = stacked.with_columns(
         is_blank=pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""),
         n_tokens=pl.Series(token_counts),
         # equal texts, equal ids; a copy that differs only in case, invisible characters,
         # compatibility forms or whitespace runs too (the key text_splits drops copies by)
-        text_id=match_key(pl.col("text")).rank("dense"),
+        text_id=hashed_match_keys(stacked["text"]).rank("dense"),
     )
     # The first row of each (split, text): an id on two of them is a text in two splits. Found
     # by id, and filtered rather than made unique, so the texts are not copied.

@@ -31,6 +31,8 @@ SPLIT_COLUMNS = ["text", "label", "label_name"]
 # joiner, byte-order mark, soft hyphen, bidi controls) and the other default-ignorable ones
 # (variation selectors, combining grapheme joiner, Hangul fillers).
 INVISIBLE = r"[\p{Cf}\p{Default_Ignorable_Code_Point}]"
+# Texts whose match keys are made at once: the keys of a large source are another copy of it.
+KEY_CHUNK_ROWS = 1 << 20
 
 
 class TextSplitsConfig(dg.Config):
@@ -54,15 +56,38 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("text").str.normalize("NFC").str.strip_chars())
 
 
-def match_key(text: pl.Expr) -> pl.Expr:
-    """What a text is matched by across splits, so that a copy of a test text cannot reach
+def match_keys(texts: pl.Series) -> pl.Series:
+    """What each text is matched by across splits, so that a copy of a test text cannot reach
     train or validation by looking different only to a machine: without invisible characters,
-    NFKC-normalised, case-folded, its whitespace runs one space, trimmed. The key only finds
-    copies; the texts themselves are kept as written."""
-    visible = text.str.replace_all(INVISIBLE, "").str.normalize("NFKC")
+    NFKC-normalised, case-folded, its whitespace runs one space, trimmed. The keys only find
+    copies; the texts themselves are kept as written.
+
+    An ASCII text (most tweets) is only lowercased: NFKC and case folding change nothing more
+    in it, and they are the costly part."""
+    keys = texts.str.to_lowercase()
+    wide = (texts.str.len_bytes() != texts.str.len_chars()).arg_true()
+    if len(wide):
+        keys = keys.scatter(wide, _unicode_keys(texts.gather(wide)))
+    # runs of whitespace, and single whitespace other than a space: all else is left untouched
+    return keys.str.replace_all(r"\s{2,}|[\s--[ ]]", " ").str.strip_chars()
+
+
+def hashed_match_keys(texts: pl.Series) -> pl.Series:
+    """`match_keys`, each hashed with two seeds into a struct of two 64-bit numbers (null for a
+    null text): matched as the keys are, since a chance collision of 128 bits is negligible, in
+    16 bytes a text where the keys would hold another copy of every text."""
+    hashes = []
+    for start in range(0, len(texts) or 1, KEY_CHUNK_ROWS):  # the keys of a chunk at a time
+        keys = match_keys(texts.slice(start, KEY_CHUNK_ROWS))
+        hashes.append(pl.DataFrame({"a": keys.hash(1), "b": keys.hash(2)}))
+    hashed = pl.concat(hashes).to_struct(texts.name)
+    return pl.select(pl.when(texts.is_not_null()).then(hashed)).to_series()
+
+
+def _unicode_keys(texts: pl.Series) -> pl.Series:
+    visible = texts.str.replace_all(INVISIBLE, "").str.normalize("NFKC")
     lowered, folded = _case_folds()
-    caseless = visible.str.to_lowercase().str.replace_many(lowered, folded).str.normalize("NFKC")
-    return caseless.str.replace_all(r"\s+", " ").str.strip_chars()
+    return visible.str.to_lowercase().str.replace_many(lowered, folded).str.normalize("NFKC")
 
 
 @functools.cache
@@ -107,33 +132,49 @@ def assign_splits(frame: pl.DataFrame, validation: float, test: float, seed: int
 
 def build_splits(raw: pl.DataFrame, config: TextSplitsConfig) -> SplitResult:
     """Normalise, drop empty and duplicate texts, and remove cross-split leaks, counting each:
-    a text in two splits, or its copy by `match_key`, stays only in the first of test,
+    a text in two splits, or its copy by `match_keys`, stays only in the first of test,
     validation, train."""
     frame = normalise(raw.with_columns(pl.col("source_split").cast(pl.String)))
     frame = frame.with_row_index("_row")
     empty = frame["text"].is_null() | (frame["text"] == "")
     drops = {f"empty_{split}": n for split, n in _rows_per_split(frame.filter(empty)).items()}
     frame = frame.filter(~empty)
-    # Rows without a source split are deduplicated before they are split, so a duplicate pair
-    # can never straddle two splits by chance.
-    before = _rows_per_split(frame)
-    frame = frame.unique(subset=["source_split", "text"], keep="first", maintain_order=True)
-    after = _rows_per_split(frame)
-    drops |= {f"duplicates_{split}": before[split] - after[split] for split in before}
+    frame = frame.with_columns(_key=hashed_match_keys(frame["text"]))
+    frame, duplicates = _without_duplicates(frame)
     frame = assign_splits(frame, config.validation_fraction, config.test_fraction, config.seed)
-    frame = frame.sort("_row").with_columns(
-        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8),
-        _key=match_key(pl.col("text")),
+    frame, leaks = _without_leaks(frame.sort("_row"))
+    splits = {name: frame.filter(pl.col("split") == name).select(SPLIT_COLUMNS) for name in SPLITS}
+    return SplitResult(splits=splits, drops=drops | duplicates | leaks)
+
+
+def _without_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The first row of each text in each source split. Rows without a source split are
+    deduplicated by their match key, before they are split, so that neither a duplicate pair
+    nor a pair of copies can straddle two splits by chance; a source split keeps its own near
+    copies (a case variant of a train text is still another train example)."""
+    before = _rows_per_split(frame)
+    same = pl.when(pl.col("source_split").is_null()).then(pl.col("_key")).otherwise("text")
+    frame = frame.with_columns(_same=same)
+    frame = frame.unique(subset=["source_split", "_same"], keep="first", maintain_order=True)
+    after = _rows_per_split(frame)
+    drops = {f"duplicates_{split}": before[split] - after[split] for split in before}
+    return frame.drop("_same"), drops
+
+
+def _without_leaks(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Each text (by match key) in the first of test, validation, train it is in, only."""
+    frame = frame.with_columns(
+        _rank=pl.col("split").replace_strict(PRECEDENCE, return_dtype=pl.Int8)
     )
     keep_rank = frame.group_by("_key").agg(_keep_rank=pl.col("_rank").min())
-    frame = frame.join(keep_rank, on="_key", how="left", maintain_order="left").drop("_key")
+    frame = frame.join(keep_rank, on="_key", how="left", maintain_order="left")
     leaked = frame.filter(pl.col("_rank") != pl.col("_keep_rank"))
     split_of_rank = {rank: name for name, rank in PRECEDENCE.items()}
-    for (split, kept_in), group in leaked.group_by(["split", "_keep_rank"]):
-        drops[f"{split}_also_in_{split_of_rank[kept_in]}"] = group.height
-    frame = frame.filter(pl.col("_rank") == pl.col("_keep_rank"))
-    splits = {name: frame.filter(pl.col("split") == name).select(SPLIT_COLUMNS) for name in SPLITS}
-    return SplitResult(splits=splits, drops=drops)
+    drops = {
+        f"{split}_also_in_{split_of_rank[kept_in]}": group.height
+        for (split, kept_in), group in leaked.group_by(["split", "_keep_rank"])
+    }
+    return frame.filter(pl.col("_rank") == pl.col("_keep_rank")), drops
 
 
 def _rows_per_split(frame: pl.DataFrame) -> dict[str, int]:

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assets.data.raw import stratified_sample
-from assets.data.splits import TextSplitsConfig, assign_splits, build_splits, match_key
+from assets.data.splits import TextSplitsConfig, assign_splits, build_splits, match_keys
 
 
 def raw(rows):
@@ -122,7 +122,12 @@ def disguised(draw) -> tuple[str, str]:
     text = draw(st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "Zs"])))
     copy = []
     for character in text:
-        character = draw(st.sampled_from([character, character.upper(), character.lower()]))
+        # its case variants that case folding takes back to it (the dotless ı upper-cases to
+        # I, which folds to i: another letter)
+        cases = [character, character.upper(), character.lower()]
+        character = draw(
+            st.sampled_from([c for c in cases if c.casefold() == character.casefold()])
+        )
         if character == " ":
             character = draw(st.sampled_from([" ", "  ", "\t", "\n "]))
         copy.append(character + draw(st.text(st.sampled_from(INVISIBLES), max_size=2)))
@@ -133,7 +138,7 @@ def disguised(draw) -> tuple[str, str]:
 @given(disguised())
 def test_a_disguised_copy_has_the_key_of_its_text(case):
     text, copy = case
-    keys = pl.DataFrame({"text": [text, copy]}).select(match_key(pl.col("text")))["text"]
+    keys = match_keys(pl.Series([text, copy]))
     assert keys[0] == keys[1], (text, copy)
 
 
