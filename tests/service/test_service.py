@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -273,3 +274,32 @@ def test_serve_with_a_pinned_model_missing_from_the_store_names_it_and_the_store
     assert result.returncode != 0
     assert f"model textops-classifier:gone is not in the BentoML model store at {home}" in output
     assert "cloud context" not in output
+
+
+def test_a_following_worker_whose_models_are_gone_starts_on_another_approved_one(
+    client, approved_graph, tmp_path, monkeypatch, model_store_at
+):
+    """A worker restarted after the live and start models' folders were removed starts on the
+    newest approved model the store still holds; with none left it fails naming the store."""
+    import shutil
+
+    from bento.live import ModelNotInStore
+    from bento.rollout import RolloutSettings
+    from tests.conftest import copy_registered
+
+    service = importlib.import_module("bento.service")
+    home = tmp_path / "bentoml"
+    kept = copy_registered(approved_graph["tag"], home)
+    model_store_at(home)
+    monkeypatch.setattr(service, "ROLLOUT", RolloutSettings.from_env(home / "models", home))
+    monkeypatch.setattr(service, "START", "textops-classifier:gone")
+    worker = object.__new__(service.TextClassifier.inner)
+    worker.threads, worker.micro_batch = 1, 32
+    worker.model_failures = service.model_failure_counter()
+    assert worker._first_model().tag == approved_graph["tag"]
+    shutil.rmtree(kept)
+    with pytest.raises(
+        ModelNotInStore,
+        match=re.escape(f"no model to start on in the BentoML model store at {home}"),
+    ):
+        worker._first_model()
