@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from bento.live import NotServable, ServedModel, release_memory
-from bento.registry import MODEL_NAME, StoredEntry, approved_entries, read_entries, withdraw
+from bento.registry import (
+    MODEL_NAME,
+    StoredEntry,
+    approved_entries,
+    read_entries,
+    skipped_entries,
+    withdraw,
+)
 from bento.rollout import (
     STATE_FILE,
     WITHDRAWN_BY,
@@ -91,6 +98,7 @@ class Follower:
         shadow: Callable[[ServedModel | None], None],
         failed: Callable[[str, str], None],
         meter: Meter,
+        skipped: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.models_folder = models_folder
@@ -99,6 +107,7 @@ class Follower:
         self.models: dict[str, ServedModel] = {current.tag: current}
         self.failures: dict[str, str] = {}
         self._load, self._switch, self._shadow, self._failed = load, switch, shadow, failed
+        self._skipped = skipped or (lambda entries: None)
         self.meter = meter
         self.pid = os.getpid()
         self._leader = None
@@ -281,6 +290,7 @@ class Follower:
         it has not rejected (a model that failed to load here stays approved in the registry,
         and must not stop a rollback to an older one)."""
         approved = approved_entries(self.models_folder)
+        self._skipped(skipped_entries())
         servable = [e for e in approved if e.tag not in rejected or e.tag == live]
         if not servable:
             return Champion(None, any(e.tag == live for e in approved), False, {})

@@ -484,15 +484,19 @@ def read_entries(
     with a warning, and recorded in `skipped`."""
     skipped = {} if skipped is None else skipped
     entries = []
-    for entry in sorted((Path(folder) / name).glob("*/model.yaml")):
+    versions = Path(folder) / name
+    for version in sorted(versions.iterdir()) if versions.is_dir() else []:
+        if not version.is_dir() or version.name.startswith("."):
+            continue
         try:
-            entries.append(_entry(entry, name))
+            entries.append(_entry(version / "model.yaml", name))
         except Exception as error:  # any damage to one entry skips that entry only
-            _skip(
-                skipped,
-                f"{name}:{entry.parent.name}",
-                f"its model.yaml cannot be read ({type(error).__name__})",
+            why = (
+                "it has no model.yaml"
+                if isinstance(error, FileNotFoundError)
+                else (f"its model.yaml cannot be read ({type(error).__name__})")
             )
+            _skip(skipped, f"{name}:{version.name}", why)
     return entries
 
 

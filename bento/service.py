@@ -92,6 +92,7 @@ from bento.registry import (
     pin_serving_tag,
     read_entries,
     serving_tag,
+    skipped_entries,
 )
 from bento.rollout import RolloutSettings, read_state
 from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
@@ -252,6 +253,16 @@ def model_failure_counter():
     )
 
 
+def skipped_counter():
+    return counter(
+        "skipped",
+        "textops_model_store_skipped_entries",
+        "Entries of the model store a reader skipped as unreadable or damaged (each once per "
+        "worker; the reason is in the worker's log)",
+        ["tag"],
+    )
+
+
 def switch_counter():
     return counter(
         "switches", "textops_model_switches", "Times this worker switched its model", ["tag"]
@@ -350,7 +361,9 @@ class TextClassifier:
         self.threads = _threads()
         self.micro_batch = env_int("TEXTOPS_MICRO_BATCH", 32)
         self.model_failures = model_failure_counter()
+        self._skipped: set[str] = set()
         self.live = self._first_model()
+        self._count_skipped(skipped_entries())
         self.shadow: ServedModel | None = None
         self.meter = Meter()
         self.log_failures = log_failure_counter()
@@ -387,6 +400,7 @@ class TextClassifier:
                 self._set_shadow,
                 lambda tag, reason: self.model_failures.labels(tag).inc(),
                 self.meter,
+                self._count_skipped,
             )
             self.follower.start()
         # Everything loaded so far lives as long as the worker: moved out of the garbage
@@ -408,6 +422,11 @@ class TextClassifier:
             self.micro_batch,
             variant_pin(),
         )
+
+    def _count_skipped(self, skipped: dict[str, str]) -> None:
+        for tag in skipped.keys() - self._skipped:
+            skipped_counter().labels(tag).inc()
+        self._skipped |= skipped.keys()
 
     def _first_model(self) -> ServedModel:
         """The model this worker starts on: the pinned one, or, following, the deployment's live

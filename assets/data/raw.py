@@ -14,6 +14,7 @@ from assets.data.sources.landing import (
     landed_files,
     landing_max_bytes,
     read_landed,
+    reject,
 )
 from assets.data.sources.redaction import redact
 from assets.data.sources.transports import DEFAULT_SOURCE, read_source
@@ -108,7 +109,8 @@ def add_landed(
 ) -> Landing:
     """`frame` with the rows of every landed file in `landing`; a file over the landing cap is
     left out with a warning (the next run reads it once the cap allows it), so it never stops
-    the files landed beside it. Any other problem with a landed file fails the run."""
+    the files landed beside it. A file that cannot be read fails the run and is moved to
+    `rejected/` with its reason, so that it fails no later run (drift or schedule retrains)."""
     cap = landing_max_bytes()
     files, refused = [], []
     for file in landed_files(landing):
@@ -118,6 +120,12 @@ def add_landed(
             context.log.warning(str(error))
             refused.append({"file": file.name, "bytes": file.size})
             continue
+        except SourceError as error:  # this run stops; the file no longer stops the next
+            moved = reject(file, str(error))
+            raise SourceError(
+                f"{error}; the file was moved to {moved} with the reason beside it: fix it and "
+                "land it again"
+            ) from None
         files.append({"file": file.name, "rows": rows.height, "checksum": file.checksum})
         frame = pl.concat([frame, rows])
     if files:

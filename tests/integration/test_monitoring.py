@@ -51,6 +51,14 @@ def test_corrupt_landed_file_stops_the_run(store, instance, tmp_path, monkeypatc
     assert not result.success
     assert "bad.csv: labels ['spam'] are not in the label set" in failure_message(result)
     assert latest_manifest(instance, store, "text_splits", TextSplitsManifest) == good
+    # set aside with its reason, kept: the next run (a drift or schedule retrain, left alone)
+    # is not stopped by it again
+    assert f"moved to {landing / 'rejected' / 'bad.csv'}" in failure_message(result)
+    assert (landing / "rejected" / "bad.csv").read_text() == "text,label\nhello,spam\n"
+    reason = (landing / "rejected" / "bad.csv.reason.txt").read_text()
+    assert "labels ['spam'] are not in the label set" in reason
+    assert not (landing / "bad.csv").exists()
+    assert materialize_data(store, source, instance).success
 
 
 def test_empty_texts_in_a_landed_file_stop_the_run_at_a_blocking_check(

@@ -157,6 +157,13 @@ def test_a_registration_killed_half_way_is_never_served(approved_graph, own_stor
         assert httpx.post(f"{url}/model", json={}, timeout=30).json()["tag"] == champion
         answer = httpx.post(f"{url}/classify", json={"texts": ["a wonderful day"]}, timeout=30)
         assert answer.status_code == 200
+        # ... and counts what it skipped
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        for leftover in ("halfcopied000001", "truncated0000001"):
+            counted = (
+                f'textops_model_store_skipped_entries_total{{tag="textops-classifier:{leftover}"}}'
+            )
+            assert counted in metrics
 
     # the next gate compares with the champion and publishes a complete model
     gate = approve(approved_graph)

@@ -8,6 +8,7 @@ hashed, only by the asset that ingests it."""
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -176,3 +177,20 @@ def read_landed(
     return frame.with_columns(pl.col("source_split").fill_null("train")).select(
         [pl.col(c).cast(t) for c, t in RAW_SCHEMA.items()]
     )
+
+
+REJECTED = "rejected"  # beside the landed files: files a run refused, with the reason
+
+
+def reject(landed: LandedFile, reason: str) -> str:
+    """Moves a landed file that cannot be ingested to `rejected/` in the landing folder, with
+    `<name>.reason.txt` beside it, so that it stops no later run; returns where it went. Fix it
+    and put it back in the landing folder to ingest it."""
+    folder = landed.path.parent / REJECTED
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / landed.name
+    if target.exists():
+        target = folder / f"{int(time.time())}-{landed.name}"
+    landed.path.fs.mv(landed.path.path, target.path)
+    (folder / f"{target.name}.reason.txt").write_text(reason + "\n")
+    return str(target)
