@@ -207,9 +207,12 @@ def test_the_followed_champion_skips_models_this_deployment_rejected(tmp_path):
         write_checksums(folder)
     follower = Follower.__new__(Follower)
     follower.models_folder = tmp_path
+    skipped: list[dict[str, str]] = []
+    follower._skipped = skipped.append
     rejected = {"textops-classifier:broken": "not served: its files do not match"}
     champion = follower._read_registry("textops-classifier:live", rejected)
     assert champion.tag == "textops-classifier:old"
+    assert skipped == [{}]  # every entry here is readable and intact
     assert not champion.live_approved and not champion.newer_than_live
     decided = plan(empty_state("textops-classifier:live", 0.0, "s"), champion, [], 1.0, SETTINGS)
     assert decided.state["candidate"]["kind"] == "rollback"
