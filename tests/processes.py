@@ -118,8 +118,8 @@ def two_worker_service(root: Path, tag: str, **settings: str) -> Iterator[dict]:
                "log": root / "serving_log", "output": output}  # fmt: skip
 
 
-def run_script(script: str, env: dict[str, str], *args: str) -> str:
-    """stdout of `python -c script *args` from the repository root; raises when it fails."""
+def run_python(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python -c script *args` from the repository root, its output captured."""
     return subprocess.run(
         [sys.executable, "-c", script, *args],
         cwd=ROOT,
@@ -127,5 +127,11 @@ def run_script(script: str, env: dict[str, str], *args: str) -> str:
         capture_output=True,
         text=True,
         timeout=300,
-        check=True,
-    ).stdout.strip()
+    )
+
+
+def run_script(script: str, env: dict[str, str], *args: str) -> str:
+    """stdout of `python -c script *args` from the repository root; raises when it fails."""
+    done = run_python(script, env, *args)
+    done.check_returncode()
+    return done.stdout.strip()

@@ -4,13 +4,11 @@ never a model approved half-way, and the next publish and approval work."""
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import run_python
 
 # Publishes and approves argv[2] (a model folder) in the store at $BENTOML_HOME, killing itself
 # with SIGKILL on the call number argv[4] to function argv[3] ("module:name"), before the call
@@ -64,17 +62,6 @@ STEPS = [
 LABEL_FLIP = ("os:replace", 2)
 
 
-def run(script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def a_model(folder: Path, content: bytes) -> Path:
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(content * 10_000)
@@ -99,14 +86,8 @@ def store(tmp_path_factory):
     home = tmp_path_factory.mktemp("faults") / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("TEXTOPS_MODEL_TAG", None)
-    champion = run(
-        PUBLISH_KILLED_AT,
-        str(a_model(home.parent / "champion", b"c")),
-        "bento.registry:_sha256",
-        "0",
-        "no",
-        env=env,
-    )
+    model = str(a_model(home.parent / "champion", b"c"))
+    champion = run_python(PUBLISH_KILLED_AT, env, model, "bento.registry:_sha256", "0", "no")
     assert champion.returncode == 0, champion.stderr[-2000:]
     return home, env, champion.stdout.strip()
 
@@ -121,7 +102,7 @@ def test_publishing_killed_at_each_step_never_serves_a_half_model(
     home, env, champion = store
     approved_before, _, _ = read_store(home)
     model = a_model(home.parent / f"{step.replace(':', '-')}-{nth}-{when}", b"x")
-    killed = run(PUBLISH_KILLED_AT, str(model), step, str(nth), when, env=env)
+    killed = run_python(PUBLISH_KILLED_AT, env, str(model), step, str(nth), when)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     approved, stored, serving = read_store(home)
@@ -134,7 +115,7 @@ def test_publishing_killed_at_each_step_never_serves_a_half_model(
     assert set(stored.values()) <= {"true", "pending"}
 
     if (step, nth) == LABEL_FLIP:  # the store keeps working: the next registration goes in
-        again = run(PUBLISH_KILLED_AT, str(model), "bento.registry:_sha256", "0", "no", env=env)
+        again = run_python(PUBLISH_KILLED_AT, env, str(model), "bento.registry:_sha256", "0", "no")
         assert again.returncode == 0, again.stderr[-2000:]
         assert read_store(home)[0][0] == again.stdout.strip()
     assert champion in read_store(home)[0]
