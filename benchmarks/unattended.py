@@ -64,16 +64,10 @@ SHORT = {  # the short form: every kind of event in 3 days
     3: ["land_good", "training_killed", "hanging_source"],
 }
 RATE_PER_S = 4.0
-RUN_QUEUE = """run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 4
-    tag_concurrency_limits:
-      - key: textops/job
-        value: retrain
-        limit: 1
-"""  # the client's requests a second
+RUN_QUEUE = {
+    "max_concurrent_runs": 4,
+    "tag_concurrency_limits": [{"key": "textops/job", "value": "retrain", "limit": 1}],
+}  # the client's requests a second
 
 
 def drifted_text(i: int) -> str:
@@ -186,8 +180,9 @@ def environment(root: Path, day_s: float) -> dict:
     home = root / "dagster_home"
     home.mkdir(parents=True)
     write_dagster_yaml(home)
-    with (home / "dagster.yaml").open("a") as settings:  # a deployment's run queue (deploy.md)
-        settings.write(RUN_QUEUE)
+    settings = yaml.safe_load((home / "dagster.yaml").read_text())
+    settings["concurrency"]["runs"] = RUN_QUEUE  # a deployment's run queue (docs/deploy.md)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
     retrain = root / "retrain.yaml"
     config = graph_run_config(write_tweeteval(root / "data", sizes=(120, 40, 40)))
     retrain.write_text(yaml.safe_dump(config))

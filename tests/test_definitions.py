@@ -116,3 +116,18 @@ def test_readme_screenshots_exist():
     assert len(images) >= 6
     for image in images:
         assert (ROOT / image).is_file(), image
+
+
+def test_the_deploy_guides_run_queue_and_pools_load(tmp_path, monkeypatch):
+    """docs/deploy.md's instance settings as Dagster reads them: one retrain at a time through
+    the run queue, one training at a time through the pool."""
+    import dagster as dg
+
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    start = guide.index("concurrency:\n  pools:")
+    (tmp_path / "dagster.yaml").write_text(guide[start : guide.index("```", start)])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.get()
+    queue = instance.get_concurrency_config().run_queue_config
+    assert queue.tag_concurrency_limits == [{"key": "textops/job", "value": "retrain", "limit": 1}]
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
