@@ -170,6 +170,8 @@ class Month:
     landed: list[dict] = field(default_factory=list)
     storage: dict[str, dict[str, int]] = field(default_factory=dict)
     still_running: int = 0  # runs the daemon was stopped in the middle of
+    logged: set[str] = field(default_factory=set)  # every text in the log at the end
+    logged_until: float = 0.0  # ... of the requests answered before this time
 
     @property
     def log_dir(self) -> Path:
@@ -490,20 +492,23 @@ def outcome_of_episodes(month: Month, client: Client) -> None:
         )
 
 
+def logged_texts(month: Month) -> set[str]:
+    from assets.monitoring.log_window import read_serving_log
+
+    return set(read_serving_log(str(month.log_dir))[0]["text"].drop_nulls().to_list())
+
+
 def records_lost(month: Month, client: Client) -> dict[str, int]:
     """Answered texts the log does not hold, outside the log's own faults (where losing them,
     counted on /metrics, is the promise) and the service's restarts."""
-    from assets.monitoring.log_window import read_serving_log
-
-    logged = set(read_serving_log(str(month.log_dir))[0]["text"].drop_nulls().to_list())
+    logged = month.logged
     log_faults = {"log_removed", "disk_full", "service_killed"}
     windows = [
         (f["at"], f["at"] + (f.get("held_s") or 0) + (f["recover_s"] or 120) + 2)
         for f in month.faults
         if f["fault"] in log_faults
     ]
-    last_flush = time.time() - 5
-    answered = [r for r in client.records if r[1] == 200 and r[0] < last_flush]
+    answered = [r for r in client.records if r[1] == 200 and r[0] < month.logged_until]
     outside = [r for r in answered if not any(a - 1 <= r[0] <= b for a, b in windows)]
     return {
         "answered": len(answered),
@@ -555,6 +560,9 @@ def run(days: int, day_s: float, root: Path, drain_s: float = 300.0) -> dict:
             wait_until(lambda: not unfinished_runs(month.env), drain_s)
             month.still_running = len(unfinished_runs(month.env))
             month.storage[f"day_{days}"] = storage(month)
+        month.logged_until = time.time()
+        time.sleep(5)  # the records answered by then reach the log
+        month.logged = logged_texts(month)  # before its file system goes
     finally:
         client.close()
         service.close()
