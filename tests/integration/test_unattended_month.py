@@ -38,5 +38,4 @@ def test_three_days_left_alone(tmp_path):
     (episode,) = report["drift_episodes"]
     assert episode["retrained"], episode
     assert report["landed"]["malformed"] == 1
-    assert report["landed"]["runs"]["SUCCESS"] >= 1
     assert set(report["storage_bytes"]) == {"day_1", "day_3"}
