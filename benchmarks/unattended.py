@@ -500,7 +500,8 @@ def logged_texts(month: Month) -> set[str]:
 
 def records_lost(month: Month, client: Client) -> dict[str, int]:
     """Answered texts the log does not hold, outside the log's own faults (where losing them,
-    counted on /metrics, is the promise) and the service's restarts."""
+    counted on /metrics, is the promise) and the service's restarts, from the last removal of
+    the log folder on."""
     logged = month.logged
     log_faults = {"log_removed", "disk_full", "service_killed"}
     windows = [
@@ -508,7 +509,9 @@ def records_lost(month: Month, client: Client) -> dict[str, int]:
         for f in month.faults
         if f["fault"] in log_faults
     ]
-    answered = [r for r in client.records if r[1] == 200 and r[0] < month.logged_until]
+    # removing the log folder deletes what it held: only what was answered after can be checked
+    removed = max((f["at"] for f in month.faults if f["fault"] == "log_removed"), default=0.0)
+    answered = [r for r in client.records if r[1] == 200 and removed < r[0] < month.logged_until]
     outside = [r for r in answered if not any(a - 1 <= r[0] <= b for a, b in windows)]
     return {
         "answered": len(answered),
