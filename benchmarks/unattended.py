@@ -266,7 +266,7 @@ def wait_until(condition, limit_s: float) -> float | None:
 # --- events ---------------------------------------------------------------------------------
 
 
-def drift(month: Month, client: Client, service: Service, day_end: float) -> None:
+def drift(month: Month, client: Client, day_end: float) -> None:
     started = time.time()
     client.drifting = True
     month.episodes.append({"started": started, "model_before": served_now(client)})
@@ -291,7 +291,7 @@ def land(month: Month, good: bool) -> None:
     month.landed.append({"file": name, "good": good, "at": time.time()})
 
 
-def log_removed(month: Month, client: Client) -> dict:
+def log_removed(month: Month) -> dict:
     removed = time.time()
     shutil.rmtree(month.log_dir, ignore_errors=True)
     recovered = wait_until(lambda: newest_log_record(month.log_dir) > removed, 120)
@@ -577,11 +577,11 @@ def run(days: int, day_s: float, root: Path, drain_s: float = 300.0) -> dict:
 
 def apply(event: str, month: Month, client: Client, service: Service, day_end: float):
     if event == "drift":
-        return drift(month, client, service, day_end)
+        return drift(month, client, day_end)
     if event in {"land_good", "land_malformed"}:
         return land(month, event == "land_good")
     if event == "log_removed":
-        return log_removed(month, client)
+        return log_removed(month)
     if event == "disk_full":
         return disk_full(month, month.log_dir.parent.is_mount(), hold_s=min(10.0, month.day_s / 4))
     if event == "registration_killed":

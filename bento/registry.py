@@ -9,7 +9,8 @@ take no lock and skip, with a warning, any entry they cannot read or whose files
 its checksums. The lock serializes writers only (the gate's publish, a rollback) and gives up
 after a timeout with a message saying so.
 
-Shared by the pipeline and the service; depends on bentoml, filelock and pyyaml only.
+Shared by the pipeline and the service; depends on bentoml, filelock, pyyaml and
+`bento.settings` only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+
+from bento.settings import env_wait_seconds
 
 MODEL_NAME = "textops-classifier"
 PINNED_TAG_ENV = "TEXTOPS_MODEL_TAG"
@@ -67,21 +69,9 @@ def models_dir() -> Path:
 
 
 def lock_timeout_s() -> float:
-    """$TEXTOPS_REGISTRY_LOCK_TIMEOUT_S: seconds (0: try once) a writer waits for the lock. A
+    """$TEXTOPS_REGISTRY_LOCK_TIMEOUT_S: seconds a writer waits for the lock (0: try once). A
     negative or infinite value would wait forever and is refused, naming the variable."""
-    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not value:
-        return DEFAULT_LOCK_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(
-            f"{LOCK_TIMEOUT_ENV} must be a finite number of seconds of at least 0 (0: try once), "
-            f"got {value!r}"
-        )
-    return seconds
+    return env_wait_seconds(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S)
 
 
 @contextmanager
@@ -98,8 +88,6 @@ def store_lock(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{name}.lock"
     limit = lock_timeout_s() if timeout_s is None else timeout_s
-    if not math.isfinite(limit) or limit < 0:
-        raise ValueError(f"a lock timeout must be a finite number of seconds >= 0, got {limit}")
     lock = FileLock(path, is_singleton=True)
     started = time.monotonic()
     try:

@@ -49,3 +49,13 @@ def env_switch(name: str, default: bool) -> bool:
 def env_seconds(name: str, default: float) -> float:
     """A duration: a finite positive number of seconds (an infinite one would never end)."""
     return _env_float(name, default, lambda n: 0 < n < float("inf"), "a finite positive number")
+
+
+def env_wait_seconds(name: str, default: float) -> float:
+    """How long to wait: a finite number of seconds of at least 0 (0: try once, never wait)."""
+    return _env_float(
+        name,
+        default,
+        lambda n: 0 <= n < float("inf"),
+        "a finite number of seconds of at least 0 (0: try once)",
+    )
