@@ -189,3 +189,25 @@ def test_latency_percentiles_of_the_served_model_and_the_objective(approved_grap
     )
     relaxed = monitor(approved_graph, tmp_path / "log", p95_ms=500)
     assert check(relaxed, "latency_slo").passed
+
+
+def test_the_window_of_monitoring_run_by_the_daemon_is_set_by_the_environment(
+    store, tmp_path, monkeypatch
+):
+    """The automation's runs take no run config: window_hours left at 0 reads
+    TEXTOPS_MONITOR_WINDOW_HOURS."""
+    from assets.monitoring.serving_log import serving_log
+
+    hours_ago = iter([time.time() - 2 * 3600, time.time()])
+    log = ServingLog(tmp_path / "log", clock=lambda: next(hours_ago))
+    for text in ("two hours ago", "just now"):
+        log.append("textops-classifier:x", [text], ["positive"], [{"positive": 1.0}], 5.0)
+    monkeypatch.setenv("TEXTOPS_MONITOR_WINDOW_HOURS", "1")
+    result = dg.materialize(
+        [serving_log],
+        run_config={"ops": {"serving_log": {"config": {"log_dir": str(tmp_path / "log")}}}},
+        resources=pipeline_resources(store),
+    )
+    metadata = result.asset_materializations_for_node("serving_log")[0].metadata
+    assert metadata["window_hours"].value == 1.0
+    assert result.output_for_node("serving_log").rows == 1
