@@ -34,6 +34,7 @@ from orchestration.automation import (
 from orchestration.resources import (
     BentoModelStore,
     LocalArtifactStore,
+    LocalTorchrunLauncher,
     ManifestIOManager,
     WandbTracker,
 )
@@ -114,6 +115,7 @@ def pipeline_resources(store: ArtifactStore) -> dict[str, object]:
         MANIFEST_IO: ManifestIOManager(store=store),
         "tracker": WandbTracker(),
         "registry": BentoModelStore(),
+        "launcher": training_launcher(os.environ.get("TEXTOPS_EXECUTOR", "multiprocess")),
     }
 
 
@@ -148,15 +150,30 @@ def resources_for(environment: str) -> dict[str, object]:
 
 
 def executor_for(name: str):
-    """TEXTOPS_EXECUTOR: `multiprocess` (default) or `k8s` (each step its own pod; needs
-    dagster-k8s, see docs/deploy.md)."""
+    """TEXTOPS_EXECUTOR: `multiprocess` (default), `docker` (each step its own container on
+    this machine, through a Docker API such as podman's socket; needs dagster-docker) or `k8s`
+    (each step its own pod; needs dagster-k8s); see docs/deploy.md."""
     if name == "multiprocess":
         return None
+    if name == "docker":
+        from dagster_docker import docker_executor
+
+        return docker_executor
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
-    raise ValueError(f"TEXTOPS_EXECUTOR={name!r} is not one of multiprocess, k8s")
+    raise ValueError(f"TEXTOPS_EXECUTOR={name!r} is not one of multiprocess, docker, k8s")
+
+
+def training_launcher(executor: str):
+    """Where torchrun's processes run: beside the step, or with TEXTOPS_EXECUTOR=k8s in training
+    pods of their own, configured from TEXTOPS_TRAINING_* and TEXTOPS_SHARED_* (docs/deploy.md)."""
+    if executor == "k8s":
+        from orchestration.resources.k8s_training import K8sTorchrunLauncher
+
+        return K8sTorchrunLauncher.from_env()
+    return LocalTorchrunLauncher()
 
 
 defs = dg.Definitions(

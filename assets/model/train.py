@@ -3,9 +3,11 @@
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from assets.interfaces.launcher import TrainingLauncher
 from assets.interfaces.manifests import MANIFEST_IO, ModelManifest, TextSplitsManifest, as_output
 from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import ExperimentTracker, location_metadata
@@ -18,6 +20,10 @@ from assets.plots import markdown_image
 from assets.tracking import model_files, splits_files, tracking_context
 from assets.versioning import combined_hash, source_version
 from bento.inference import CALIBRATION_FILE
+
+if TYPE_CHECKING:
+    from assets.model.training.fit import TrainingOutcome
+    from assets.model.training.placement import Placement
 
 # Trainings share the machine's CPU or GPU: the pool lets one run at a time per deployment
 # (the instance's `concurrency: pools: default_limit`, see README).
@@ -41,6 +47,57 @@ def calibrate(model_dir: Path, validation: Path, max_length: int, context) -> di
     return summary | {"fitted_on": "validation", "rows": frame.height}
 
 
+def train(
+    context: dg.AssetExecutionContext,
+    config: FineTuneConfig,
+    place: "Placement",
+    launcher: TrainingLauncher,
+    split_paths: dict[str, Path],
+    label_names: list[str],
+    checkpoint_dir: Path,
+    export: Path,
+    logger,
+) -> "TrainingOutcome":
+    """Fine-tune in the step's own process, or in torchrun's processes through the launcher:
+    then rank 0's log reaches the run as it goes, its outcome comes back as a Pipes message,
+    and its curves go to the tracker from here (one writer)."""
+    from assets.model.training.fit import TrainingOutcome, fine_tune
+    from assets.model.training.placement import torchrun_args
+    from assets.model.training.worker import OUTCOME
+
+    if place.launcher == "in_process":
+        return fine_tune(
+            config,
+            split_paths,
+            label_names,
+            checkpoint_dir,
+            export,
+            context.log.info,
+            logger=logger,
+            place=place,
+        )
+    extras = {
+        "config": config.model_dump(),
+        "split_paths": {name: str(path) for name, path in split_paths.items()},
+        "label_names": label_names,
+        "checkpoint_dir": str(checkpoint_dir),
+        "export_dir": str(export),
+    }
+    messages = launcher.launch(context, torchrun_args(place), place.num_nodes, extras)
+    reported = [m[OUTCOME] for m in messages if isinstance(m, dict) and OUTCOME in m]
+    if len(reported) != 1 or not (export / "model.safetensors").is_file():
+        raise RuntimeError(
+            f"torchrun's rank 0 ended without reporting a trained model in {export} "
+            f"({len(reported)} outcome messages)"
+        )
+    outcome = TrainingOutcome(**{**reported[0], "model_dir": export})
+    if logger:
+        for entry in outcome.history:
+            step = int(entry["step"])
+            logger.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=step)
+    return outcome
+
+
 @dg.asset(
     group_name="model",
     kinds={"pytorch", "lightning", "wandb"},
@@ -55,8 +112,13 @@ def fine_tuned_model(
     config: FineTuneConfig,
     store: ArtifactStore,
     tracker: ExperimentTracker,
+    launcher: TrainingLauncher,
     text_splits: TextSplitsManifest,
 ) -> dg.Output[ModelManifest]:
+    from assets.model.training.fit import training_placement
+
+    # a placement that cannot work is refused before anything loads or starts
+    place = training_placement(config, launcher.max_nodes())
     fingerprint = config.fingerprint()
     # Every training is its own version: two trainings are two models, even on the same data.
     version = combined_hash(
@@ -72,8 +134,6 @@ def fine_tuned_model(
     code_version = context.assets_def.code_versions_by_key[context.asset_key]
     model_dir = f"fine_tuned_model/{version}"
     tracking = tracking_context(context, text_splits.version, version)
-    from assets.model.training.fit import fine_tune  # lightning and torch: only when training
-
     with (
         tracker.training(
             tracking, config.model_dump(), splits_files(store, text_splits)
@@ -81,14 +141,16 @@ def fine_tuned_model(
         tempfile.TemporaryDirectory(prefix="textops-model-") as scratch,
     ):
         export = Path(scratch) / "model"
-        outcome = fine_tune(
+        outcome = train(
+            context,
             config,
+            place,
+            launcher,
             split_paths,
             text_splits.label_names,
             store.working_dir(checkpoint_key),
             export,
-            context.log.info,
-            logger=tracked.logger,
+            tracked.logger,
         )
         curves = training_curves(outcome.history)
         (export / "training_curves.png").write_bytes(curves)
@@ -149,12 +211,15 @@ def fine_tuned_model(
                     "resumed_from_step": outcome.resumed_from_step or 0,
                     "wall_time_s": outcome.wall_time_s,
                     "train_samples_per_s": outcome.train_samples_per_s,
+                    "world_size": outcome.world_size,
+                    "num_nodes": outcome.num_nodes,
                     "temperature": calibration["temperature"],
                     "val_ece_before": calibration["ece_before"],
                     "val_ece_after": calibration["ece_after"],
                 }
             ),
             "device": outcome.device,
+            "launcher": outcome.launcher,
             "precision": outcome.precision,
             "text_splits_version": dg.MetadataValue.text(text_splits.version),
             "code_version": dg.MetadataValue.text(code_version),

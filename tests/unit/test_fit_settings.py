@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from assets.model.training.config import FineTuneConfig
@@ -49,17 +51,64 @@ def test_devices_parsing():
     assert _devices("0,1") == [0, 1]
 
 
-def test_ddp_settings_reach_the_trainer():
+def test_torchrun_settings_reach_the_trainer_without_a_sampler_of_its_own():
     import lightning as L
 
     from assets.model.training.fit import trainer_settings
 
     config = FineTuneConfig(
-        accelerator="cpu", devices="2", strategy="ddp", num_nodes=1, max_epochs=3
+        launcher="torchrun", accelerator="cpu", devices="2", strategy="ddp", max_epochs=3
     )
     settings = trainer_settings(config, "32-true")
     assert (settings["devices"], settings["strategy"], settings["num_nodes"]) == (2, "ddp", 1)
+    assert settings["use_distributed_sampler"] is False  # the batch sampler shards per rank
     trainer = L.Trainer(**settings, logger=False)
     assert trainer.num_devices == 2
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     assert trainer.max_epochs == 3
+
+
+def test_in_process_training_is_one_device_even_where_auto_would_take_every_gpu():
+    from assets.model.training.fit import trainer_settings
+
+    settings = trainer_settings(FineTuneConfig(accelerator="cpu"), "32-true")
+    assert (settings["devices"], settings["strategy"], settings["num_nodes"]) == (1, "auto", 1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "max_nodes", "says"),
+    [
+        ({"strategy": "ddp", "devices": "2"}, 1, "Set launcher: torchrun"),
+        ({"devices": "4"}, 1, "Set launcher: torchrun"),
+        ({"num_nodes": 2}, 1, "Set launcher: torchrun"),
+        ({"launcher": "torchrun", "devices": "2", "num_nodes": 2}, 1, "TEXTOPS_EXECUTOR=k8s"),
+        ({"launcher": "torchrun", "devices": "2", "strategy": "ddp_spawn"}, 1, "strategy: ddp"),
+        ({"launcher": "torchrun", "devices": "2", "strategy": "fsdp"}, 1, "strategy: ddp"),
+        ({"launcher": "torchrun"}, 1, "devices: '2'"),
+        ({"launcher": "torchrun", "devices": "two"}, 1, "a count such as '2'"),
+    ],
+)
+def test_a_placement_that_cannot_work_is_refused_with_what_to_set(settings, max_nodes, says):
+    from assets.model.training.fit import training_placement
+    from assets.model.training.placement import PlacementError
+
+    with pytest.raises(PlacementError, match=re.escape(says)):
+        training_placement(FineTuneConfig(**{"accelerator": "cpu", **settings}), max_nodes)
+
+
+def test_torchrun_placement_counts_processes_over_nodes():
+    from assets.model.training.fit import training_placement
+    from assets.model.training.placement import torchrun_args
+
+    place = training_placement(
+        FineTuneConfig(launcher="torchrun", accelerator="cpu", devices="2", num_nodes=3),
+        max_nodes=None,
+    )
+    assert (place.world_size, place.strategy) == (6, "ddp")
+    assert torchrun_args(place) == [
+        "--nproc-per-node=2",
+        "--nnodes=3",
+        "--standalone",
+        "-m",
+        "assets.model.training.worker",
+    ]

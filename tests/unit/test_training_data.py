@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from assets.model.training.data import LengthGroupedBatchSampler, collate
+from assets.model.training.data import LengthGroupedBatchSampler, collate, validation_shard
 from bento.inference import sorted_batches
 
 
@@ -51,3 +52,40 @@ def test_micro_batches_end_where_padding_would_pass_the_cap():
     assert sorted_batches(lengths, 32) == [[0, 2, 4, 5, 1, 3]]
     assert sorted_batches(lengths, 32, max_padding=0.2) == [[0, 2, 4], [5, 1], [3]]
     assert sorted_batches(lengths, 2, max_padding=0.2) == [[0, 2], [4], [5, 1], [3]]
+
+
+def test_ranks_take_disjoint_shares_of_the_global_batches_one_process_would_take():
+    lengths = [(i * 37) % 120 + 1 for i in range(1001)]
+    alone = list(LengthGroupedBatchSampler(lengths, batch_size=16, seed=5))
+    ranks = [
+        list(LengthGroupedBatchSampler(lengths, batch_size=8, seed=5, rank=r, world_size=2))
+        for r in range(2)
+    ]
+    # the same number of steps on every rank, one per global batch of 2 x 8
+    assert len(ranks[0]) == len(ranks[1]) == len(alone) == 63
+    for whole, first, second in zip(alone, *ranks, strict=True):
+        if len(whole) >= 2:
+            assert not set(first) & set(second)
+            assert sorted(first + second) == sorted(whole)
+        assert first and second
+    covered = sorted(i for batches in ranks for batch in batches for i in batch)
+    assert covered == list(range(1001))
+
+
+def test_a_last_global_batch_smaller_than_the_world_leaves_no_rank_without_a_step():
+    lengths = [5] * 9  # batches of 2 x 4: one full, then one text for four ranks
+    shares = [
+        list(LengthGroupedBatchSampler(lengths, batch_size=2, seed=0, rank=r, world_size=4))
+        for r in range(4)
+    ]
+    assert [len(s) for s in shares] == [2, 2, 2, 2]
+    assert all(batch for share in shares for batch in share)
+
+
+def test_validation_is_dealt_out_by_length_and_covers_every_row_once():
+    lengths = [(i * 13) % 50 + 1 for i in range(101)]
+    shards = [validation_shard(lengths, 8, r, 3) for r in range(3)]
+    rows = sorted(i for shard in shards for batch in shard for i in batch)
+    assert rows == list(range(101))
+    with pytest.raises(ValueError, match="fewer than the 4 training processes"):
+        validation_shard([3, 4, 5], 8, 0, 4)

@@ -3,7 +3,7 @@
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -50,10 +50,22 @@ class FineTuneConfig(dg.Config):
     progress_every_s: float = Field(
         30.0, gt=0, description="Seconds between progress lines (step, samples/s, ETA) in the log"
     )
+    launcher: Literal["in_process", "torchrun"] = Field(
+        "in_process",
+        description="'in_process': one device, in the Dagster step's own process; 'torchrun': "
+        "DDP over processes that torchrun starts (devices per node, num_nodes machines), "
+        "reporting back to the step through Dagster Pipes",
+    )
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
-    devices: str = Field("auto", description="Lightning devices: auto, a count, or '0,1'")
-    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ...")
-    num_nodes: int = Field(1, ge=1, description="Machines for multi-node DDP")
+    devices: str = Field(
+        "auto",
+        description="Lightning devices: auto, a count, or '0,1'; with launcher: torchrun, the "
+        "processes per node",
+    )
+    strategy: str = Field(
+        "auto", description="Lightning strategy: auto, or ddp (with launcher: torchrun)"
+    )
+    num_nodes: int = Field(1, ge=1, description="Machines for multi-node DDP (launcher: torchrun)")
     precision: str = Field(
         "auto",
         description="'auto' (bf16-mixed on a GPU that supports it, else 32) or a "
@@ -72,6 +84,7 @@ class FineTuneConfig(dg.Config):
             "accelerator",
             "strategy",
             "num_nodes",
+            "launcher",
             "checkpoint_every_n_steps",
             "progress_every_s",
         }

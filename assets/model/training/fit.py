@@ -19,6 +19,7 @@ from assets.model.training.base_model import resolve_base_model
 from assets.model.training.config import FineTuneConfig
 from assets.model.training.data import SplitsDataModule
 from assets.model.training.module import TextClassifier
+from assets.model.training.placement import Placement, placement
 from bento.modeling import use_mean_pooling
 
 Log = Callable[[str], None]
@@ -38,6 +39,9 @@ class TrainingOutcome:
     train_samples_per_s: float
     device: str
     precision: str
+    world_size: int = 1  # training processes, all nodes together
+    num_nodes: int = 1
+    launcher: str = "in_process"
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -70,9 +74,15 @@ def fine_tune(
     log: Log,
     logger: Any = False,
     callbacks: list[Callback] | None = None,
-) -> TrainingOutcome:
+    place: Placement | None = None,
+) -> TrainingOutcome | None:
     """Train, resuming from `checkpoint_dir/last.ckpt` when a previous attempt left one, and
-    export the best weights by validation macro F1 to `export_dir`."""
+    export the best weights by validation macro F1 to `export_dir`.
+
+    `place` is the checked placement (`training_placement`); under torchrun every rank calls
+    this, and only rank 0 writes checkpoints, best weights and the export and returns the
+    outcome (the other ranks return None)."""
+    place = place or training_placement(config)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -152,7 +162,7 @@ def fine_tune(
         )
     precision = resolve_precision(config.precision, config.accelerator)
     trainer = L.Trainer(
-        **trainer_settings(config, precision),
+        **trainer_settings(config, precision, place),
         callbacks=all_callbacks,
         logger=logger,
         default_root_dir=str(checkpoint_dir),
@@ -160,6 +170,8 @@ def fine_tune(
     started = time.monotonic()
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     wall = time.monotonic() - started
+    if trainer.global_rank != 0:
+        return None
     if not best.path.is_file():
         raise RuntimeError("training ended before any validation: no best weights to export")
 
@@ -181,18 +193,40 @@ def fine_tune(
         train_samples_per_s=round(progress.samples_per_s, 2),
         device=_device_name(trainer),
         precision=precision,
+        world_size=trainer.world_size,
+        num_nodes=trainer.num_nodes,
+        launcher=place.launcher,
         history=progress.history,
     )
 
 
-def trainer_settings(config: FineTuneConfig, precision: str) -> dict[str, Any]:
-    """The Lightning Trainer arguments a config sets: placement (accelerator, devices,
-    strategy: DDP across GPUs or nodes), precision and the length of training."""
+def training_placement(config: FineTuneConfig, max_nodes: int | None = 1) -> Placement:
+    """The config's placement, checked (PlacementError says what to set instead)."""
+    return placement(
+        config.launcher,
+        config.accelerator,
+        config.devices,
+        config.strategy,
+        config.num_nodes,
+        max_nodes,
+    )
+
+
+def trainer_settings(
+    config: FineTuneConfig, precision: str, place: Placement | None = None
+) -> dict[str, Any]:
+    """The Lightning Trainer arguments a config sets: placement (one device in the step's
+    process; under torchrun, DDP over torchrun's processes), precision and the length of
+    training. The batch samplers shard themselves per rank, so Lightning adds no sampler."""
+    place = place or training_placement(config, max_nodes=None)
+    in_process = place.launcher == "in_process"
+    devices = _devices(config.devices) if in_process else place.trainer_devices()
     return {
         "accelerator": config.accelerator,
-        "devices": _devices(config.devices),
-        "strategy": config.strategy,
-        "num_nodes": config.num_nodes,
+        "devices": 1 if in_process and devices == "auto" else devices,
+        "strategy": config.strategy if in_process else place.strategy,
+        "num_nodes": place.num_nodes,
+        "use_distributed_sampler": False,
         "precision": precision,
         "max_epochs": config.max_epochs,
         "max_steps": config.max_steps,
@@ -227,8 +261,11 @@ def _devices(devices: str) -> int | str | list[int]:
 def _device_name(trainer: L.Trainer) -> str:
     device = trainer.strategy.root_device
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} x{trainer.num_devices}"
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        return f"{torch.cuda.get_device_name(device)} x{trainer.world_size}"
+    threads = f"{os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    if trainer.world_size > 1:
+        return f"cpu x{trainer.world_size} processes ({threads} each)"
+    return f"cpu ({threads})"
 
 
 class BestWeights(Callback):
@@ -295,16 +332,22 @@ class ProgressLog(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()
         self.train_time += now - self._batch_start
-        self.samples += int(batch["labels"].shape[0])
-        loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+        # every rank takes a share of the same global batch: count the whole batch
+        self.samples += int(batch["labels"].shape[0]) * trainer.world_size
+        loss_tensor = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        loss = float(loss_tensor)
         step = trainer.global_step
         if step % 10 == 0:
+            # the loss over the whole global batch: every rank reaches this step, so the mean
+            # across ranks is a collective they all join (one process: the loss itself)
+            loss = float(trainer.strategy.reduce(loss_tensor, reduce_op="mean"))
             self.history.append({"step": step, "train/loss": loss})
         if now - self._last_log >= self.every_s:
             self._last_log = now
             total = trainer.estimated_stepping_batches
             rate = self.samples_per_s
-            remaining = (total - step) * trainer.train_dataloader.batch_sampler.batch_size
+            sampler = trainer.train_dataloader.batch_sampler
+            remaining = (total - step) * sampler.batch_size * sampler.world_size
             eta = remaining / rate if rate else float("nan")
             self.emit(
                 f"epoch {trainer.current_epoch} step {step}/{total} loss {loss:.4f} "
