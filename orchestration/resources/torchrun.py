@@ -44,7 +44,6 @@ class LocalTorchrunLauncher(TrainingLauncher):
         ) as session:
             process = subprocess.Popen(
                 command,
-                cwd=PROJECT_ROOT,
                 env={**os.environ, "PYTHONPATH": path, **session.get_bootstrap_env_vars()},
             )
             try:

@@ -57,6 +57,7 @@ def test_torchrun_trains_in_the_same_run_and_records_the_world(store, small_fold
     assert len(predict(load_classifier(model_dir, max_length=32), texts).labels) == 40
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_fails_the_step_and_leaves_no_model(store, small_folder, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     data = run_graph(store, small_folder, selection=["raw_texts", "text_splits"], instance=instance)
@@ -75,6 +76,7 @@ def test_a_rank_that_fails_fails_the_step_and_leaves_no_model(store, small_folde
     assert any("no-such-model" in error for error in errors)
 
 
+@pytest.mark.slow
 def test_a_crashed_one_process_training_resumes_on_two(store, small_folder, monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
     data = run_graph(store, small_folder, selection=["raw_texts", "text_splits"], instance=instance)
