@@ -44,6 +44,10 @@ Settings (environment, read at start):
   TEXTOPS_RUNTIME_CHECK    warn (default) or refuse: what to do when onnxruntime, torch,
                            transformers, tokenizers or numpy differ from the versions the
                            model's parity check ran under (serving.json)
+
+Bento argument (the bentofile's `args`, or `bentoml serve --arg`):
+  gpus                     GPUs each worker runs on, declared as the service's resources
+                           (bento/bentofile.gpu.yaml: 1)
 """
 
 from __future__ import annotations
@@ -140,6 +144,27 @@ WORKERS = env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
 
 def _threads() -> int:
     return env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
+
+
+class BentoArguments(BaseModel):
+    """Settings fixed when the bento is built (its bentofile's `args`, kept in the bento), or
+    given to `bentoml serve --arg`."""
+
+    gpus: int = Field(
+        0,
+        ge=0,
+        description="GPUs each worker runs on, declared to BentoML as the service's resources "
+        "(BentoML gives each worker its own; BentoCloud picks a GPU instance); the GPU bento "
+        "sets 1, the CPU bentos none",
+    )
+
+
+ARGUMENTS = bentoml.use_arguments(BentoArguments)
+
+
+def declared_resources(arguments: BentoArguments) -> dict[str, Any]:
+    """The service's `resources` setting: a GPU bento's GPUs, nothing for a CPU one."""
+    return {"resources": {"gpu": arguments.gpus}} if arguments.gpus else {}
 
 
 # Which batcher runs concurrent requests together: `greedy`, the service's own (a lone request
@@ -351,6 +376,7 @@ class ModelCard(BaseModel):
     # one line per request costs about a tenth of the throughput on 2 cores; the prediction log
     # keeps what monitoring needs
     logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
+    **declared_resources(ARGUMENTS),
 )
 class TextClassifier:
     if OWN_TAG is not None:

@@ -73,3 +73,29 @@ def test_the_approved_variant_records_the_runtime_it_was_checked_under(approved_
     runtime = serving_settings(Path(model.path))["runtime"]
     installed = {name: v for name, v in installed_versions().items() if v is not None}
     assert runtime == installed and {"onnxruntime", "tokenizers", "torch"} <= set(runtime)
+
+
+def test_the_guides_gpu_build_makes_a_bento_that_declares_its_gpu_on_a_plain_base(
+    built, approved_graph
+):
+    """docs/deploy.md's GPU build line, as written: the bento's service declares one GPU (the
+    CPU bento's none), and its image starts from a plain Python base (torch brings CUDA)."""
+    import yaml
+
+    from assets.serving.package import ROOT, _bentoml
+
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    section = guide[guide.index("\n## 5. ") :]
+    build, containerize = section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()[:2]
+    command = build.split("#")[0].split()
+    assert command[:2] == ["bentoml", "build"]
+    _bentoml(*command[1:], env={"TEXTOPS_MODEL_TAG": approved_graph["tag"]})
+    tag = containerize.split()[2]  # bentoml containerize <tag> -t ...
+    path = Path(_bentoml("get", tag, "-o", "path").strip())
+    info = yaml.safe_load((path / "bento.yaml").read_text())
+    assert info["args"] == {"gpus": 1}
+    assert [s["config"].get("resources") for s in info["services"]] == [{"gpu": 1}]
+    dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["python:3.11-slim"]
+    cpu = yaml.safe_load((Path(built["bento_path"].value) / "bento.yaml").read_text())
+    assert [s["config"].get("resources") for s in cpu["services"]] == [None]

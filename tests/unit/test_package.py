@@ -1,3 +1,9 @@
+import json
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -34,7 +40,7 @@ def test_every_bento_installs_its_lock_and_the_cpu_one_takes_torch_from_the_cpu_
     assert torch["extra_index_url"] == ["https://download.pytorch.org/whl/cpu"]
     assert locked(ROOT / "requirements" / "bento-torch.lock")["torch"].endswith("+cpu")
     gpu = yaml.safe_load((ROOT / "bento" / "bentofile.gpu.yaml").read_text())
-    assert "extra_index_url" not in gpu["python"] and gpu["docker"]["cuda_version"]
+    assert "extra_index_url" not in gpu["python"]
     assert "+" not in locked(ROOT / "requirements" / "bento-gpu.lock")["torch"]
     for name in BENTOFILES:
         python = yaml.safe_load((ROOT / "bento" / name).read_text())["python"]
@@ -68,6 +74,85 @@ def test_every_bentofile_carries_every_module_the_service_imports():
     for name in BENTOFILES:
         included = set(yaml.safe_load((ROOT / "bento" / name).read_text())["include"])
         assert modules <= included, (name, modules - included)
+
+
+def cuda_of(lock: dict[str, str]) -> set[str]:
+    """The CUDA releases a lock's NVIDIA packages are built for: the runtime's major version and
+    every -cuNN suffix."""
+    majors = (
+        {f"cu{lock['nvidia-cuda-runtime'].split('.')[0]}"}
+        if "nvidia-cuda-runtime" in lock
+        else set()
+    )
+    return majors | {name.rsplit("-", 1)[1] for name in lock if re.search(r"-cu\d+$", name)}
+
+
+def rendered_dockerfile(bentofile: str) -> str:
+    """The Dockerfile BentoML writes into a bento built from `bentofile` (in a process of its
+    own: reading a bentofile sets BentoML's build arguments for the whole process)."""
+    code = (
+        "import sys, tempfile, pathlib\n"
+        "from bentoml._internal.bento.build_config import BentoBuildConfig\n"
+        f"config = BentoBuildConfig.from_yaml(open({bentofile!r})).with_defaults()\n"
+        "folder = pathlib.Path(tempfile.mkdtemp())\n"
+        "config.docker.write_to_bento(folder, '.', config.conda)\n"
+        "sys.stdout.write((folder / 'env' / 'docker' / 'Dockerfile').read_text())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_gpu_images_carry_one_cuda_the_one_torchs_wheels_bring():
+    gpu = yaml.safe_load((ROOT / "bento" / "bentofile.gpu.yaml").read_text())
+    assert not {"cuda_version", "base_image"} & set(gpu["docker"])
+    for lock_name in ("bento-gpu.lock", "pipeline-image-gpu.lock"):
+        lock = locked(ROOT / "requirements" / lock_name)
+        assert lock["torch"] == "2.13.0" and cuda_of(lock) == {"cu13"}, lock_name
+    dockerfile = rendered_dockerfile("bento/bentofile.gpu.yaml")
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["python:3.11-slim"]
+    capabilities = re.search(r"^ARG NVIDIA_DRIVER_CAPABILITIES=(\S+)", dockerfile, re.MULTILINE)
+    assert "compute" in capabilities.group(1).split(",")
+    # the pipeline image, with --build-arg TORCH=cuda too: one plain Python base
+    pipeline = (ROOT / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (\S+)", pipeline, re.MULTILINE) == ["python:3.11-slim"]
+    assert "requirements/pipeline-image-gpu.lock" in pipeline
+
+
+def test_only_the_gpu_bento_declares_a_gpu(tmp_path):
+    """The service's `resources` as each bento's build and serve see it: its bentofile's
+    arguments set, then the service imported (pinned to a tag, so no model store is read)."""
+    code = (
+        "import json, sys\n"
+        "from bentoml._internal.bento.build_config import BentoBuildConfig\n"
+        "BentoBuildConfig.from_yaml(open(sys.argv[1]))\n"
+        "import bento.service\n"
+        "print(json.dumps(bento.service.TextClassifier.config.get('resources')))\n"
+    )
+    env = {
+        **os.environ,
+        "TEXTOPS_MODEL_TAG": "textops-classifier:pinned",
+        "BENTOML_HOME": str(tmp_path),
+    }
+    declared = {}
+    for name in BENTOFILES:
+        result = subprocess.run(
+            [sys.executable, "-c", code, f"bento/{name}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        declared[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert declared == {
+        "bentofile.yaml": None,
+        "bentofile.torch.yaml": None,
+        "bentofile.gpu.yaml": {"gpu": 1},
+    }
 
 
 def test_bentoml_output_reaches_the_log_with_a_heartbeat_while_quiet():
