@@ -138,7 +138,11 @@ def fine_tuned_model(
         tracker.training(
             tracking, config.model_dump(), splits_files(store, text_splits)
         ) as tracked,
-        tempfile.TemporaryDirectory(prefix="textops-model-") as scratch,
+        # beside the checkpoints, not in the system's temp folder: torchrun's ranks on other
+        # machines write the export there (a volume they share), and it goes with them
+        tempfile.TemporaryDirectory(
+            prefix="export-", dir=store.working_dir(checkpoint_key)
+        ) as scratch,
     ):
         export = Path(scratch) / "model"
         outcome = train(

@@ -292,8 +292,8 @@ class K8sTorchrunLauncher(TrainingLauncher):
             raise ValueError(
                 f"{', '.join(outside)}: not on the shared volume (claim {self.shared_claim!r} at "
                 f"{mount}), so the training pods would not see them. In the step's pod put "
-                "TEXTOPS_HOME, TEXTOPS_CACHE (a GCS store's copies) and TMPDIR (the exported "
-                "model) under it (docs/deploy.md)"
+                "TEXTOPS_HOME and TEXTOPS_CACHE (a GCS store's copies and working folders) "
+                "under it (docs/deploy.md)"
             )
 
     def launch(
