@@ -35,7 +35,7 @@ compile pyproject.toml requirements/build.in --all-extras -c constraints.txt \
 python3 scripts/lock_inputs.py --stamp
 
 locked=(-c requirements/textops.lock)
-image=(pyproject.toml requirements/build.in --extra gcp --extra postgres --extra k8s)
+image=(pyproject.toml requirements/build.in --extra gcp --extra postgres --extra k8s --extra docker)
 compile requirements/uv.in "${locked[@]}" -o requirements/uv.lock
 compile requirements/bootstrap.in "${locked[@]}" --find-links "$torch_links" \
   -o requirements/bootstrap.lock
