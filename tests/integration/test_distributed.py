@@ -11,12 +11,14 @@ from assets.model.predict import load_classifier, predict
 from assets.model.training import fit
 from tests.conftest import latest_manifest, write_tweeteval
 from tests.integration.test_training import run_graph
+from tests.unit.test_k8s_manifests import guide_yaml
 
 pytestmark = pytest.mark.skipif(
     (os.cpu_count() or 1) < 2 and os.environ.get("CI") != "true",
     reason="two training processes need two cores",
 )
-TORCHRUN = {"launcher": "torchrun", "accelerator": "cpu", "devices": "2", "strategy": "ddp"}
+# docs/deploy.md's CPU block, as the guide shows it
+TORCHRUN = guide_yaml("4.", "accelerator: cpu")["ops"]["fine_tuned_model"]["config"]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from assets.model.training.fit import (
     balanced_class_weights,
     resolve_precision,
 )
+from assets.model.training.placement import PlacementError
 
 
 def test_precision_auto_is_fp32_without_a_gpu(monkeypatch):
@@ -112,3 +113,20 @@ def test_torchrun_placement_counts_processes_over_nodes():
         "-m",
         "assets.model.training.worker",
     ]
+
+
+def test_the_guides_four_gpu_block_starts_four_processes_on_one_node(monkeypatch):
+    from assets.model.training.fit import training_placement
+    from assets.model.training.placement import torchrun_args
+    from tests.unit.test_k8s_manifests import guide_yaml
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 4)
+    guide = guide_yaml("4.", 'accelerator: gpu, devices: "4" }')
+    block = guide["ops"]["fine_tuned_model"]["config"]
+    place = training_placement(FineTuneConfig(**block), max_nodes=1)
+    assert (place.world_size, place.strategy) == (4, "ddp")
+    assert torchrun_args(place)[:3] == ["--nproc-per-node=4", "--nnodes=1", "--standalone"]
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    with pytest.raises(PlacementError, match="asks for 4 GPUs; this machine has 2"):
+        training_placement(FineTuneConfig(**block), max_nodes=1)
