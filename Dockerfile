@@ -33,7 +33,9 @@ RUN pip install --require-hashes --no-deps -r requirements/uv.lock \
     && uv pip install --system --require-hashes --no-deps -r "$lock"
 
 COPY --chown=textops:textops . .
-RUN uv pip install --system --no-deps --no-build-isolation .
+# Editable, so that the code imported is this folder's: the bento asset builds from the folder
+# holding the code (bento/bentofile.yaml, requirements/), which a copy in site-packages lacks.
+RUN uv pip install --system --no-deps --no-build-isolation -e .
 # The instance settings this code expects (one training at a time); a Helm deployment sets the
 # same in its values (docs/deploy.md).
 COPY --chown=textops:textops .dagster_home/dagster.yaml /opt/dagster/home/dagster.yaml
@@ -42,4 +44,7 @@ USER textops
 EXPOSE 4000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["dagster", "api", "grpc-health-check", "-p", "4000"]
-ENTRYPOINT ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "orchestration.definitions"]
+# CMD, not ENTRYPOINT: Dagster starts runs and steps from this image with a command of their own
+# (`dagster api execute_run` / `execute_step`, as a container's command or a pod's args), which
+# an entrypoint would turn into arguments of the code server.
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "orchestration.definitions"]

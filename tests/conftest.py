@@ -208,18 +208,61 @@ def copy_registered(tag: str, home: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def podman_image():
-    """Names the image a test builds; removed afterwards with the untagged images a rebuild left,
-    so that repeated runs on one machine do not fill its disk (an image is 1.4-2.6 GB)."""
+def remove_images(images: list[str]) -> None:
+    """`images`, and the untagged images a rebuild left, so that repeated runs on one machine do
+    not fill its disk (an image is 1.4-2.6 GB)."""
     import subprocess
 
+    for image in images:
+        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
+    if images:
+        subprocess.run(["podman", "image", "prune", "-f"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def podman_image():
+    """Names the image a test builds; removed afterwards (remove_images)."""
     built: list[str] = []
     yield built.append
-    for image in built:
-        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
-    if built:
-        subprocess.run(["podman", "image", "prune", "-f"], capture_output=True, check=False)
+    remove_images(built)
+
+
+def need_container_tools() -> None:
+    """Skip where this machine cannot build and run images (failed under CI, whose .ci/run
+    installs the tools): buildah and podman missing, or not root (buildah's chroot isolation
+    and podman's runc containers)."""
+    missing = [tool for tool in ("buildah", "podman") if shutil.which(tool) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (.ci/run installs Debian's)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    if os.geteuid() != 0:
+        pytest.skip("buildah with chroot isolation and podman need root here")
+
+
+@pytest.fixture(scope="session")
+def pipeline_image():
+    """The code location's image built from this checkout by scripts/build_pipeline_image.sh
+    (which checks that its code server answers), once per session for every test that runs it;
+    removed when the session ends. Yields its name and the build's output."""
+    import subprocess
+
+    need_container_tools()
+    name = "textops-pipeline:test"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        build = subprocess.run(
+            ["bash", "scripts/build_pipeline_image.sh", name],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=3000,
+        )
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        yield {"name": name, "build_output": build.stdout}
+    finally:
+        remove_images([name])
 
 
 @pytest.fixture
