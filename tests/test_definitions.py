@@ -92,6 +92,12 @@ def test_readme_documents_every_config_field():
             assert f"| `{node.op.name}` | `{field}` |" in readme, f"{node.op.name}.{field}"
 
 
+def test_the_docker_executor_is_dagster_dockers():
+    from dagster_docker import docker_executor
+
+    assert definitions.executor_for("docker") is docker_executor
+
+
 def test_unknown_executor_is_named():
     with pytest.raises(ValueError, match="TEXTOPS_EXECUTOR='spark' is not one of"):
         definitions.executor_for("spark")
