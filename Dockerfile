@@ -9,12 +9,16 @@ ARG TORCH=cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # A folder of local wheels (mounted at build time) that pip may take torch from instead.
 ARG PIP_FIND_LINKS=""
+# The CUDA build's torch brings its own CUDA libraries; a GPU node's container runtime mounts
+# only the driver, and only the capabilities named in NVIDIA_DRIVER_CAPABILITIES (CUDA base
+# images set it; this plain one must)
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DAGSTER_HOME=/opt/dagster/home \
     TEXTOPS_HOME=/opt/dagster/home/textops \
-    BENTOML_DO_NOT_TRACK=true
+    BENTOML_DO_NOT_TRACK=true \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 RUN groupadd --system textops && useradd --system --gid textops --create-home textops \
     && mkdir -p /opt/dagster/home /opt/textops && chown -R textops:textops /opt/dagster /opt/textops
