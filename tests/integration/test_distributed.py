@@ -8,9 +8,8 @@ import pytest
 
 from assets.interfaces.manifests import ModelManifest
 from assets.model.predict import load_classifier, predict
-from assets.model.training import fit
 from tests.conftest import latest_manifest, write_tweeteval
-from tests.integration.test_training import run_graph
+from tests.integration.test_training import run_crashing_at_step_3, run_graph
 from tests.unit.test_k8s_manifests import guide_yaml
 
 pytestmark = pytest.mark.skipif(
@@ -83,17 +82,8 @@ def test_a_crashed_one_process_training_resumes_on_two(store, small_folder, monk
     instance = dg.DagsterInstance.ephemeral()
     data = run_graph(store, small_folder, selection=["raw_texts", "text_splits"], instance=instance)
     assert data.success
-    original = fit.ProgressLog.on_train_batch_end
-
-    def crash_at_step_3(self, trainer, *args):
-        original(self, trainer, *args)
-        if trainer.global_step == 3:
-            raise RuntimeError("simulated crash at step 3")
-
-    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", crash_at_step_3)
-    crashed = run_graph(store, small_folder, selection=["fine_tuned_model"], instance=instance)
+    crashed = run_crashing_at_step_3(store, small_folder, instance, monkeypatch)
     assert not crashed.success
-    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", original)
 
     resumed = run_graph(
         store, small_folder, train=TORCHRUN, selection=["fine_tuned_model"], instance=instance

@@ -49,6 +49,20 @@ def run_graph(
     )
 
 
+def run_crashing_at_step_3(store, source, instance, monkeypatch) -> dg.ExecuteInProcessResult:
+    """fine_tuned_model in one process, crashing after step 3 (its checkpoint of step 2 kept)."""
+    original = fit.ProgressLog.on_train_batch_end
+
+    def crash_at_step_3(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == 3:
+            raise RuntimeError("simulated crash at step 3")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit.ProgressLog, "on_train_batch_end", crash_at_step_3)
+        return run_graph(store, source, selection=["fine_tuned_model"], instance=instance)
+
+
 @pytest.fixture
 def small_folder(tmp_path):
     return write_tweeteval(tmp_path / "small", sizes=(120, 40, 40))
@@ -96,21 +110,12 @@ def test_graph_trains_a_reloadable_model_and_reports_on_it(store, small_folder):
 def test_crash_leaves_no_model_and_the_rerun_resumes(store, instance, small_folder, monkeypatch):
     data = run_graph(store, small_folder, selection=["raw_texts", "text_splits"], instance=instance)
     assert data.success
-    original = fit.ProgressLog.on_train_batch_end
-
-    def crash_at_step_3(self, trainer, *args):
-        original(self, trainer, *args)
-        if trainer.global_step == 3:
-            raise RuntimeError("simulated crash at step 3")
-
-    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", crash_at_step_3)
-    crashed = run_graph(store, small_folder, selection=["fine_tuned_model"], instance=instance)
+    crashed = run_crashing_at_step_3(store, small_folder, instance, monkeypatch)
     assert not crashed.success
     with pytest.raises(MissingArtifactError):  # nothing half-written is visible
         latest_manifest(instance, store, "fine_tuned_model", ModelManifest)
     assert not store.exists("fine_tuned_model")
 
-    monkeypatch.setattr(fit.ProgressLog, "on_train_batch_end", original)
     resumed = run_graph(store, small_folder, selection=["fine_tuned_model"], instance=instance)
     assert resumed.success
     meta = resumed.asset_materializations_for_node("fine_tuned_model")[0].metadata

@@ -220,7 +220,8 @@ def trainer_settings(
     training. The batch samplers shard themselves per rank, so Lightning adds no sampler."""
     place = place or training_placement(config, max_nodes=None)
     in_process = place.launcher == "in_process"
-    devices = _devices(config.devices) if in_process else place.trainer_devices()
+    # under torchrun, Lightning checks devices against torchrun's processes per node
+    devices = _devices(config.devices) if in_process else place.nproc_per_node
     return {
         "accelerator": config.accelerator,
         "devices": 1 if in_process and devices == "auto" else devices,

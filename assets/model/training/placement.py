@@ -35,16 +35,9 @@ class Placement:
     def world_size(self) -> int:
         return self.nproc_per_node * self.num_nodes
 
-    def trainer_devices(self) -> int | str:
-        """Lightning's `devices` in each process: torchrun's processes per node (Lightning
-        checks them against torchrun's LOCAL_WORLD_SIZE), one in the step's own process."""
-        return self.nproc_per_node
-
 
 def _uses_gpu(accelerator: str) -> bool:
-    return accelerator in {"gpu", "cuda"} or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
+    return accelerator in {"gpu", "cuda"} or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def _device_count(devices: str, accelerator: str) -> int | None:
@@ -111,15 +104,16 @@ def placement(
     return Placement("torchrun", count, num_nodes, accelerator, "ddp")
 
 
-def torchrun_args(place: Placement, rendezvous: str | None = None) -> list[str]:
-    """torch.distributed.run's arguments for the worker module: standalone on one machine, or
-    a c10d rendezvous at `rendezvous` (host:port) that every node's torchrun joins."""
-    args = [f"--nproc-per-node={place.nproc_per_node}", f"--nnodes={place.num_nodes}"]
-    if rendezvous is None:
-        args.append("--standalone")
-    else:
-        args += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}"]
-    return [*args, "-m", WORKER_MODULE]
+def torchrun_args(place: Placement) -> list[str]:
+    """torch.distributed.run's arguments for the worker module, standalone; a launcher that
+    spans machines swaps `--standalone` for its own rendezvous."""
+    return [
+        f"--nproc-per-node={place.nproc_per_node}",
+        f"--nnodes={place.num_nodes}",
+        "--standalone",
+        "-m",
+        WORKER_MODULE,
+    ]
 
 
 WORKER_MODULE = "assets.model.training.worker"
