@@ -25,6 +25,10 @@ def session_dir(prefix: str) -> str:
     return path
 
 
+# The temporary files of every process the tests start, a killed one's among them (BentoML's
+# half-written models, the scripts' scratch copies), in one folder removed with the session.
+os.environ["TMPDIR"] = session_dir("textops-tests-")
+
 # One BentoML store per test session, set before bentoml is imported anywhere.
 os.environ["BENTOML_HOME"] = session_dir("textops-bentoml-")
 if "TEXTOPS_SERVING_LOG" not in os.environ:
@@ -241,11 +245,12 @@ def need_container_tools() -> None:
         pytest.skip("buildah with chroot isolation and podman need root here")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline_image():
     """The code location's image built from this checkout by scripts/build_pipeline_image.sh
-    (which checks that its code server answers), once per session for every test that runs it;
-    removed when the session ends. Yields its name and the build's output."""
+    (which checks that its code server answers), once for the module's tests; removed when the
+    module ends, before the next image is built (a disk fits one at a time). Yields its name and
+    the build's output."""
     import subprocess
 
     need_container_tools()

@@ -1,7 +1,9 @@
-"""The pipeline job with every step in a container of its own on one machine
+"""The code location's image, built from this checkout: its code server answers and it holds the
+locked versions; and the pipeline job with every step in a container of it on one machine
 (TEXTOPS_EXECUTOR=docker: dagster-docker's executor, talking to podman's Docker API), from the
 pipeline image built from this checkout, with the run config of docs/deploy.md's section 7."""
 
+import json
 import os
 import re
 import subprocess
@@ -16,6 +18,7 @@ import yaml
 
 from tests.conftest import graph_run_config, need_container_tools, write_tweeteval
 from tests.processes import BIN, ROOT, running, write_dagster_yaml
+from tests.unit.test_lock import locked
 
 GUIDE = ROOT / "docs" / "deploy.md"
 GUIDE_ROOT = "/srv/textops"  # the shared folder of the guide's commands
@@ -25,6 +28,13 @@ RUN_PROCESS_EVENTS = {
     "ASSET_CHECK_EVALUATION_PLANNED",
     "STEP_WORKER_STARTING",
 }
+# the code location with the Kubernetes executor, and the versions of what runs the steps (the
+# Docker executor's among them)
+IN_THE_IMAGE = (
+    "import importlib.metadata as m, json, orchestration.definitions, dagster_postgres; "
+    "print(json.dumps({d: m.version(d) for d in ('dagster', 'dagster-k8s', 'dagster-docker', "
+    "'dagster-postgres', 'torch', 'transformers', 'onnxruntime', 'bentoml')}))"
+)
 LANDED = [("a landed tweet: what a wonderful morning", "positive"),
           ("a landed tweet: what a dreadful evening", "negative")]  # fmt: skip
 
@@ -43,6 +53,23 @@ def guide_run_config(root: Path, image: str, label: str) -> dict:
     kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
     kwargs["labels"] = {"textops": label}
     return config
+
+
+@pytest.mark.slow
+def test_pipeline_image_builds_and_its_code_server_answers(pipeline_image):
+    assert "code server healthy" in pipeline_image["build_output"]
+    # the deployment's parts are in the image, at their locked versions, and load
+    check = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", "runc", "--network", "host",
+         "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+         "-e", "TEXTOPS_EXECUTOR=k8s", "--entrypoint", "python3", pipeline_image["name"],
+         "-c", IN_THE_IMAGE],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr[-3000:]
+    installed = json.loads(check.stdout.strip().splitlines()[-1])
+    lock = locked("pipeline-image.lock")
+    assert installed == {name: lock[name] for name in installed}
 
 
 @pytest.fixture
