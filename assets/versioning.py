@@ -30,6 +30,12 @@ def combined_hash(parts: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def run_version(base: str, run_id: str) -> str:
+    """The version of what one run made from `base` (an input's version, a time): two runs
+    from the same input never overwrite each other's artifacts."""
+    return f"{base}-{run_id[:8]}"
+
+
 def source_version(*modules: str) -> str:
     """A code version for an asset: the hash of the source of `modules` and of every
     first-party module they import, directly or not. It changes when any of that code changes

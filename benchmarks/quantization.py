@@ -102,7 +102,8 @@ class Timed:
         """The parity check's numbers (assets/serving/export.py), at the fastest passes."""
         from dataclasses import asdict
 
-        from assets.serving.export import ParityRules, batch_consistency, parity
+        from assets.serving.export import batch_consistency, parity
+        from assets.serving.variants import ServingVariantsConfig
 
         score = parity(
             name,
@@ -110,7 +111,7 @@ class Timed:
             self.probabilities,
             y_true,
             metric,
-            ParityRules(),
+            ServingVariantsConfig().parity_rules(),
             len(self.texts) / self.seconds,
             batch_consistency(self.alone, self.probabilities.argmax(axis=1)),
             self.alone_texts_per_s,
@@ -178,7 +179,8 @@ def main() -> None:
     args = parser.parse_args()
     from assets.model import metrics
     from assets.model.predict import load_classifier, predict
-    from assets.serving.export import EXPORT_ATTENTION, Quantization, export_onnx
+    from assets.serving.export import EXPORT_ATTENTION, export_onnx
+    from assets.serving.variants import ServingVariantsConfig
     from bento.inference import label_names, serving_settings
 
     if args.model_tag:
@@ -238,7 +240,7 @@ def main() -> None:
             for size in BLOCK_SIZES
         },
     }
-    alpha = Quantization().alpha
+    alpha = ServingVariantsConfig().smoothing_alpha
     for attention in [a for a in args.attention if a != EXPORT_ATTENTION]:
         other = scratch / f"model.{attention}.onnx"
         export_onnx(model_dir, other, attention)

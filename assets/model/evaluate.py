@@ -30,7 +30,7 @@ from assets.model.plots import confusion_matrix
 from assets.model.predict import load_classifier, predict
 from assets.plots import markdown_image
 from assets.tracking import model_files, tracking_context
-from assets.versioning import source_version
+from assets.versioning import run_version, source_version
 
 
 class EvaluationConfig(dg.Config):
@@ -187,7 +187,7 @@ def evaluation_report(
     )
 
     # One report per evaluation run: its numbers (latency at least) are the run's own.
-    version = f"{fine_tuned_model.version}-{context.run_id[:8]}"
+    version = run_version(fine_tuned_model.version, context.run_id)
     prefix = f"evaluation_report/{version}"
     store.write_json(f"{prefix}/report.json", report)
     store.write_bytes(f"{prefix}/report.md", (markdown + "\n").encode())

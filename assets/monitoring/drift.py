@@ -24,7 +24,7 @@ from assets.monitoring import drift_metrics as dm
 from assets.monitoring.log_window import read_window
 from assets.monitoring.plots import length_histograms
 from assets.plots import markdown_image
-from assets.versioning import source_version
+from assets.versioning import run_version, source_version
 
 
 class DriftConfig(dg.Config):
@@ -202,7 +202,7 @@ def drift_report(
     serving_log: ServingLogManifest,
 ) -> dg.Output[DriftManifest]:
     logged = store.read_parquet(serving_log.path)
-    version = f"{serving_log.version}-{context.run_id[:8]}"
+    version = run_version(serving_log.version, context.run_id)
     prefix = f"drift_report/{version}"
     model_tag, served = served_model_rows(logged) if logged.height else (None, logged)
     # the latency of the model judged, as the service logged it (request percentiles, ms)

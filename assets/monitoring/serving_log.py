@@ -22,7 +22,7 @@ from assets.monitoring.log_window import (
     latency_percentiles,
     read_window,
 )
-from assets.versioning import source_version
+from assets.versioning import run_version, source_version
 from bento.serving_log import default_log_dir
 from bento.settings import env_positive_float
 
@@ -102,7 +102,7 @@ def serving_log(
             else f"no predictions in the last {window_hours:g} h at {directory}"
         )
     frame = read.frame
-    version = f"{int(now.timestamp())}-{context.run_id[:8]}"
+    version = run_version(str(int(now.timestamp())), context.run_id)
     path = f"serving_log/{version}/serving_log.parquet"
     store.write_parquet(path, frame.drop("text"))
     deleted = delete_old_copies(store, now.timestamp() - config.keep_hours * 3600, version)

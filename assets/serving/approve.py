@@ -47,7 +47,7 @@ from assets.serving.champion import (
 from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.variants import serving_metadata
 from assets.tracking import model_files, tracking_context
-from assets.versioning import source_version
+from assets.versioning import run_version, source_version
 from bento.inference import SERVING_FILE
 
 # Gates that lose the race for the champion decide again; past this many, the run fails.
@@ -74,6 +74,11 @@ class ApprovalConfig(dg.Config):
     )
     force: bool = Field(False, description="Approve whatever the comparison says")
     force_reason: str = Field("", description="Why force was used (required with force)")
+
+    def rules(self) -> GateRules:
+        return GateRules(
+            self.margin, self.max_class_f1_drop, self.absolute_floor, self.must_beat_baseline
+        )
 
 
 def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
@@ -143,9 +148,7 @@ def judge(
     log: Log,
 ) -> Judgement:
     """The gate's decision on the challenger against `champion` (None: no champion yet)."""
-    rules = GateRules(
-        config.margin, config.max_class_f1_drop, config.absolute_floor, config.must_beat_baseline
-    )
+    rules = config.rules()
     force_reason = config.force_reason.strip() if config.force else None
     reference = paired = None
     unmatched = incomparable = None
@@ -345,7 +348,7 @@ def approved_model(
             "deciding again against the new champion"
         )
 
-    version = f"{model.version}-{context.run_id[:8]}"
+    version = run_version(model.version, context.run_id)
     record["registry_lock"] = lock
     manifest = DecisionManifest.save(
         store, version, record, decision.approved, record["served_tag"], served_labels

@@ -26,12 +26,13 @@ class ParityRules:
     """When a variant may stand in for the PyTorch model: not worse beyond noise on the official
     metric (the paired bootstrap's lower bound of variant - PyTorch on the same test texts, the
     gate's machinery), agreeing with it on nearly every text, and answering a text the same way
-    alone or in a batch. Scoring higher never disqualifies a variant."""
+    alone or in a batch. Scoring higher never disqualifies a variant. Made by
+    ServingVariantsConfig.parity_rules() (assets/serving/variants.py), where the defaults are."""
 
-    tolerance: float = 0.01  # the lower bound must reach -tolerance
-    min_agreement: float = 0.99  # share of test texts labelled as PyTorch labels them
-    resamples: int = 1000
-    seed: int = 0
+    tolerance: float  # the lower bound must reach -tolerance
+    min_agreement: float  # share of test texts labelled as PyTorch labels them
+    resamples: int
+    seed: int
 
 
 # MatMuls each method keeps in fp32 unless told otherwise: static int8's per-tensor ranges cannot
@@ -52,15 +53,16 @@ class Quantization:
     any batch. `dynamic`: ranges taken from each call's batch. `fp32_matmuls`: regular
     expressions of the MatMul nodes that stay in fp32 (None: the method's default,
     DEFAULT_FP32_MATMULS). `fallback`: the method tried when the first one's int8 model fails
-    parity (None, or the method itself: none)."""
+    parity (None, or the method itself: none). Made by ServingVariantsConfig.quantization_recipe()
+    (assets/serving/variants.py), where the defaults are."""
 
-    method: str = "smoothed"
-    calibration_texts: int = 512
-    graph_optimizations: bool = False
-    fp32_matmuls: tuple[str, ...] | None = None
-    block_size: int = 64
-    alpha: float = 0.85
-    fallback: str | None = "blockwise"
+    method: str
+    calibration_texts: int
+    graph_optimizations: bool
+    fp32_matmuls: tuple[str, ...] | None
+    block_size: int
+    alpha: float
+    fallback: str | None
 
     def __post_init__(self) -> None:
         methods = ", ".join(DEFAULT_FP32_MATMULS)
@@ -284,7 +286,7 @@ def measured(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def serving_variants(
+def export_and_check(
     model_dir: Path,
     texts: list[str],
     y_true: np.ndarray,
@@ -292,8 +294,8 @@ def serving_variants(
     max_length: int,
     rules: ParityRules,
     log: Log,
+    quantization: Quantization,
     pinned: str = "",
-    quantization: Quantization = Quantization(),
     calibration_texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Export and quantize the model in `model_dir` (written to its `onnx/` folder; static

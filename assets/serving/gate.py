@@ -34,13 +34,13 @@ class PairedDelta:
 
 @dataclass(frozen=True)
 class GateRules:
-    # The paired difference's lower 95 % bound must reach this: -0.01 approves a challenger
-    # that is at worst one point below the champion with 95 % confidence (non-inferiority);
-    # a positive value asks for a gain beyond noise.
-    margin: float = -0.01
-    max_class_f1_drop: float = 0.05  # largest F1 loss allowed on any class
-    absolute_floor: float = 0.0  # with no champion, the metric must reach this
-    must_beat_baseline: bool = True  # the metric must exceed the TF-IDF baseline's
+    """The gate's settings, made by ApprovalConfig.rules() (assets/serving/approve.py), where
+    each one's default and meaning are declared."""
+
+    margin: float
+    max_class_f1_drop: float
+    absolute_floor: float
+    must_beat_baseline: bool
 
 
 @dataclass

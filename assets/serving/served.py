@@ -18,7 +18,7 @@ from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
 from assets.interfaces.tracker import Decision, ExperimentTracker, location_metadata
 from assets.tracking import stored_model_files, tracking_context
-from assets.versioning import source_version
+from assets.versioning import run_version, source_version
 
 APPROVED_MODEL = dg.AssetKey("approved_model")
 
@@ -159,7 +159,7 @@ def served_model(
         "rollback": rollback,
         "dagster_run_id": context.run_id,
     }
-    version = f"{served.tag.split(':')[-1]}-{context.run_id[:8]}"
+    version = run_version(served.tag.split(":")[-1], context.run_id)
     manifest = ServedModelManifest.save(store, version, record, served.tag, served.labels)
     return as_output(
         manifest,

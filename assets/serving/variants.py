@@ -5,8 +5,9 @@ lock (an export and a parity check take minutes; the gate's critical section tak
 import json
 import shutil
 import tempfile
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -24,11 +25,19 @@ from assets.interfaces.manifests import (
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model.metrics import metric_label, parse_metric
-from assets.serving.export import ParityRules, Quantization
-from assets.serving.export import serving_variants as export_and_check
-from assets.versioning import source_version
+from assets.serving.export import ParityRules, Quantization, export_and_check
+from assets.versioning import run_version, source_version
 from bento.inference import SERVING_FILE
 from bento.live import VERIFICATION_FILE
+
+
+class Int8Method(StrEnum):
+    """How the int8 variant is made (assets/serving/quantize.py)."""
+
+    smoothed = "smoothed"
+    blockwise = "blockwise"
+    static = "static"
+    dynamic = "dynamic"
 
 
 class ServingVariantsConfig(dg.Config):
@@ -47,8 +56,8 @@ class ServingVariantsConfig(dg.Config):
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
-    quantization: Literal["smoothed", "blockwise", "static", "dynamic"] = Field(
-        "smoothed",
+    quantization: Int8Method = Field(
+        Int8Method.smoothed,
         description="How the int8 variant is made: smoothed (static int8 after SmoothQuant's "
         "per-channel scales of strength smoothing_alpha, ranges calibrated on training texts), "
         "blockwise (int8 weights in blocks of block_size input channels, each token's "
@@ -56,8 +65,8 @@ class ServingVariantsConfig(dg.Config):
         "ranges calibrated once on training texts); with any of these a text is answered the "
         "same alone or in any batch. dynamic: ranges from each call's batch",
     )
-    quantization_fallback: str | None = Field(
-        "blockwise",
+    quantization_fallback: Int8Method | None = Field(
+        Int8Method.blockwise,
         description="Quantize again this way (smoothed, blockwise, static or dynamic) when the "
         "first int8 model fails parity; null: serve without int8 then",
     )
@@ -91,6 +100,23 @@ class ServingVariantsConfig(dg.Config):
         description="Serve this variant (onnx-int8, onnx-fp32 or pytorch) whatever parity "
         "says; empty: the fastest that passes parity",
     )
+
+    def parity_rules(self) -> ParityRules:
+        return ParityRules(
+            self.parity_tolerance, self.min_agreement, self.bootstrap_resamples, self.bootstrap_seed
+        )
+
+    def quantization_recipe(self) -> Quantization:
+        """The int8 recipe; a bad block size or alpha fails here, before any work."""
+        return Quantization(
+            method=Int8Method(self.quantization).value,
+            calibration_texts=self.calibration_texts,
+            graph_optimizations=self.graph_optimizations,
+            fp32_matmuls=None if self.fp32_matmuls is None else tuple(self.fp32_matmuls),
+            block_size=self.block_size,
+            alpha=self.smoothing_alpha,
+            fallback=self.quantization_fallback and Int8Method(self.quantization_fallback).value,
+        )
 
 
 def variants_markdown(serving: dict[str, Any]) -> str:
@@ -170,19 +196,11 @@ def serving_variants(
     model = fine_tuned_model
     require_trained_on(model, text_splits, "serving_variants")
     require_report_on(evaluation_report, model, "serving_variants")
-    quantization = Quantization(  # a bad method or block size fails here, before any work
-        config.quantization,
-        config.calibration_texts,
-        config.graph_optimizations,
-        None if config.fp32_matmuls is None else tuple(config.fp32_matmuls),
-        config.block_size,
-        config.smoothing_alpha,
-        config.quantization_fallback,
-    )
+    quantization = config.quantization_recipe()
     test = store.read_parquet(text_splits.paths["test"])
     train = store.read_parquet(text_splits.paths["train"])
     calibration = train.sample(min(config.calibration_texts, train.height), seed=0)
-    version = f"{model.version}-{context.run_id[:8]}"
+    version = run_version(model.version, context.run_id)
     path = f"serving_variants/{version}"
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "model"
@@ -193,15 +211,10 @@ def serving_variants(
             test["label"].to_numpy(),
             parse_metric(evaluation_report.metric, model.label_names),
             model.max_length,
-            ParityRules(
-                config.parity_tolerance,
-                config.min_agreement,
-                config.bootstrap_resamples,
-                config.bootstrap_seed,
-            ),
+            config.parity_rules(),
             context.log.info,
-            config.serving_variant,
             quantization,
+            config.serving_variant,
             calibration["text"].to_list(),
         )
         out = Path(scratch) / "variants"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.serving.export import Quantization
 from assets.serving.quantize import blockwise_int8, matmul_nodes
+from assets.serving.variants import ServingVariantsConfig
 
 RNG = np.random.default_rng(0)
 
@@ -76,22 +76,27 @@ def test_named_matmuls_stay_in_fp32(tmp_path):
     assert sum(op == "MatMulNBits" for op in nodes.values()) == 1
 
 
+def recipe(**settings):
+    """The int8 recipe of serving_variants' config with `settings`."""
+    return ServingVariantsConfig(**settings).quantization_recipe()
+
+
 def test_quantization_settings_are_checked_when_made():
     with pytest.raises(ValueError, match="block_size must be one of 16, 32, 64, got 128"):
-        Quantization("blockwise", block_size=128)
-    with pytest.raises(ValueError, match="quantization must be one of smoothed, blockwise, "):
-        Quantization("fp16")
-    with pytest.raises(ValueError, match="fallback must be one of smoothed, .*got 'int4'"):
-        Quantization(fallback="int4")
-    with pytest.raises(ValueError, match=r"smoothing alpha must lie in \[0, 1\], got 1.5"):
-        Quantization(alpha=1.5)
+        recipe(quantization="blockwise", block_size=128)
+    with pytest.raises(ValueError, match="quantization\n.*Input should be 'smoothed', 'blockwise'"):
+        recipe(quantization="fp16")
+    with pytest.raises(ValueError, match="quantization_fallback\n.*Input should be 'smoothed'"):
+        recipe(quantization_fallback="int4")
+    with pytest.raises(ValueError, match="smoothing_alpha\n.*less than or equal to 1"):
+        recipe(smoothing_alpha=1.5)
     with pytest.raises(ValueError, match="block_size must be one of"):  # the fallback's
-        Quantization(block_size=48)
-    assert Quantization("static").kept_in_fp32() == (r"/layer\.\d+/output/dense/",)
-    assert Quantization().kept_in_fp32() == ()
-    assert Quantization().falling_back() == Quantization("blockwise", fallback=None)
-    assert Quantization("blockwise").fallback is None  # the default fallback is itself
-    assert Quantization("static", fp32_matmuls=()).kept_in_fp32() == ()
+        recipe(block_size=48)
+    assert recipe(quantization="static").kept_in_fp32() == (r"/layer\.\d+/output/dense/",)
+    assert recipe().kept_in_fp32() == ()
+    assert recipe().falling_back() == recipe(quantization="blockwise", quantization_fallback=None)
+    assert recipe(quantization="blockwise").fallback is None  # the default fallback is itself
+    assert recipe(quantization="static", fp32_matmuls=[]).kept_in_fp32() == ()
 
 
 class Batches:

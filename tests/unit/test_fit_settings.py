@@ -130,3 +130,25 @@ def test_the_guides_four_gpu_block_starts_four_processes_on_one_node(monkeypatch
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     with pytest.raises(PlacementError, match="asks for 4 GPUs; this machine has 2"):
         training_placement(FineTuneConfig(**block), max_nodes=1)
+
+
+@pytest.mark.parametrize(
+    ("op", "setting", "value"),
+    [
+        ("fine_tuned_model", "pooling", "max"),
+        ("fine_tuned_model", "class_weights", "inverse"),
+        ("fine_tuned_model", "launcher", "mpirun"),
+        ("serving_variants", "quantization", "int4"),
+        ("serving_variants", "quantization_fallback", "fp16"),
+    ],
+)
+def test_a_setting_outside_its_choices_is_refused_when_the_run_is_launched(op, setting, value):
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
+    job = defs.resolve_job_def("pipeline")
+    with pytest.raises(
+        dg.DagsterInvalidConfigError, match=rf"{setting}.*{value}|{value}.*{setting}"
+    ):
+        dg.validate_run_config(job, {"ops": {op: {"config": {setting: value}}}})

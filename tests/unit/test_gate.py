@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from assets.model import metrics
-from assets.serving.gate import GateRules, PairedDelta, Scores, decide
+from assets.serving.approve import ApprovalConfig
+from assets.serving.gate import PairedDelta, Scores, decide
+
+
+def rules(**changed):
+    """The gate's rules: ApprovalConfig's defaults, with `changed`."""
+    return ApprovalConfig(**changed).rules()
 
 
 def scores(value, hate=0.5, baseline=0.40, test_hash="t1", low=None, high=None):
@@ -18,7 +24,7 @@ def scores(value, hate=0.5, baseline=0.40, test_hash="t1", low=None, high=None):
 
 def test_better_challenger_is_approved_with_a_readable_sentence():
     paired = PairedDelta(0.02, 0.004, 0.036)
-    decision = decide(scores(0.51), scores(0.49), GateRules(), paired=paired)
+    decision = decide(scores(0.51), scores(0.49), rules(), paired=paired)
     assert decision.approved and not decision.forced
     assert decision.summary == (
         "approved: macro F1 0.51 vs champion 0.49, paired +0.020 [CI +0.004 to +0.036]"
@@ -28,7 +34,7 @@ def test_better_challenger_is_approved_with_a_readable_sentence():
 
 
 def test_worse_challenger_is_rejected_with_the_failed_rule():
-    decision = decide(scores(0.47), scores(0.49), GateRules(), paired=PairedDelta(-0.02, -0.04, 0))
+    decision = decide(scores(0.47), scores(0.49), rules(), paired=PairedDelta(-0.02, -0.04, 0))
     assert not decision.approved
     assert decision.summary.startswith("rejected: macro F1 0.47 vs champion 0.49, paired -0.020")
     assert decision.reasons == [
@@ -38,43 +44,43 @@ def test_worse_challenger_is_rejected_with_the_failed_rule():
 
 def test_margin_is_required():
     noise = PairedDelta(0.01, -0.005, 0.025)
-    assert not decide(scores(0.50), scores(0.49), GateRules(margin=0.0), paired=noise).approved
-    assert decide(scores(0.50), scores(0.49), GateRules(margin=-0.01), paired=noise).approved
+    assert not decide(scores(0.50), scores(0.49), rules(margin=0.0), paired=noise).approved
+    assert decide(scores(0.50), scores(0.49), rules(margin=-0.01), paired=noise).approved
     with pytest.raises(ValueError, match="paired predictions"):
-        decide(scores(0.50), scores(0.49), GateRules())
+        decide(scores(0.50), scores(0.49), rules())
 
 
 def test_class_regression_rejects_despite_a_better_average():
     gain = PairedDelta(0.03, 0.01, 0.05)
-    decision = decide(scores(0.52, hate=0.40), scores(0.49, hate=0.50), GateRules(), paired=gain)
+    decision = decide(scores(0.52, hate=0.40), scores(0.49, hate=0.50), rules(), paired=gain)
     assert not decision.approved
     assert decision.reasons == ["failed: F1 of 'hate' drops by at most 0.05 (0.4000 vs 0.4500)"]
 
 
 def test_no_champion_applies_the_floor_and_the_baseline():
-    assert decide(scores(0.45), None, GateRules(absolute_floor=0.4)).approved
-    low = decide(scores(0.35, baseline=0.30), None, GateRules(absolute_floor=0.4))
+    assert decide(scores(0.45), None, rules(absolute_floor=0.4)).approved
+    low = decide(scores(0.35, baseline=0.30), None, rules(absolute_floor=0.4))
     assert not low.approved and "no champion yet" in low.summary
-    under_baseline = decide(scores(0.45, baseline=0.46), None, GateRules())
+    under_baseline = decide(scores(0.45, baseline=0.46), None, rules())
     assert not under_baseline.approved
     assert "TF-IDF baseline" in under_baseline.reasons[0]
-    assert decide(scores(0.45, baseline=0.46), None, GateRules(must_beat_baseline=False)).approved
+    assert decide(scores(0.45, baseline=0.46), None, rules(must_beat_baseline=False)).approved
 
 
 def test_force_overrides_and_is_recorded():
     loss = PairedDelta(-0.09, -0.12, -0.06)
     decision = decide(
-        scores(0.40), scores(0.49), GateRules(), force_reason="hotfix for #12", paired=loss
+        scores(0.40), scores(0.49), rules(), force_reason="hotfix for #12", paired=loss
     )
     assert decision.approved and decision.forced
     assert decision.reasons[-1] == "forced: hotfix for #12"
     assert decision.summary.startswith("approved (forced)")
-    assert not decide(scores(0.40), scores(0.49), GateRules(), paired=loss).approved
+    assert not decide(scores(0.40), scores(0.49), rules(), paired=loss).approved
 
 
 def test_scores_on_different_test_splits_cannot_be_compared():
     with pytest.raises(ValueError, match="same test split"):
-        decide(scores(0.5), scores(0.4, test_hash="t2"), GateRules(), paired=PairedDelta(0, 0, 0))
+        decide(scores(0.5), scores(0.4, test_hash="t2"), rules(), paired=PairedDelta(0, 0, 0))
 
 
 # Constructed predictions on one test set of 2,000 texts: the champion is right 70 % of the time.
@@ -101,7 +107,7 @@ def gate(challenger: np.ndarray, margin: float = -0.01):
     return decide(
         Scores("macro_f1", mine, (mine, mine), {}, "t"),
         Scores("macro_f1", theirs, (theirs, theirs), {}, "t"),
-        GateRules(margin=margin, must_beat_baseline=False),
+        rules(margin=margin, must_beat_baseline=False),
         paired=PairedDelta(delta, low, high),
     )
 

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 from assets.model.metrics import parse_metric
-from assets.serving.export import ParityRules, VariantScore, choose, parity
+from assets.serving.export import VariantScore, choose, parity
+from assets.serving.variants import ServingVariantsConfig
 
 # 2,000 test texts; the PyTorch reference is right on 70 % of them
 RNG = np.random.default_rng(3)
 Y = RNG.integers(0, 2, 2000)
 REFERENCE = np.where(RNG.random(2000) < 0.7, Y, 1 - Y)
 MACRO_F1 = parse_metric("macro_f1")
-RULES = ParityRules(tolerance=0.01, min_agreement=0.99)
+RULES = ServingVariantsConfig(parity_tolerance=0.01, min_agreement=0.99).parity_rules()
 
 
 def probabilities(labels) -> np.ndarray:

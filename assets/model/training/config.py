@@ -21,11 +21,11 @@ class FineTuneConfig(dg.Config):
     max_epochs: int = Field(4, ge=1, description="Most epochs to train")
     max_steps: int = Field(-1, description="Most optimizer steps (-1 = no limit)")
     seed: int = Field(42, description="Seed of initialisation, shuffling and dropout")
-    class_weights: str = Field(
+    class_weights: Literal["balanced", "none"] = Field(
         "balanced", description="'balanced' (inverse class frequency) or 'none'"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Cross-entropy label smoothing")
-    pooling: str = Field(
+    pooling: Literal["cls", "mean"] = Field(
         "cls",
         description="'cls': the model's own head on the [CLS] pooler; 'mean': the head on the "
         "mean of the last hidden states (what sentence-transformers encoders were trained for)",
