@@ -80,7 +80,7 @@ def run_textops(frame: pl.DataFrame, base: Path, args) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from assets.model.training.data import SplitsDataModule
-    from assets.model.training.module import TextClassifier
+    from assets.model.training.module import FineTuneModule
 
     clock = StepClock(args.warmup)
 
@@ -97,7 +97,7 @@ def run_textops(frame: pl.DataFrame, base: Path, args) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(base)
     backbone = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
     backbone.train()
-    module = TextClassifier(backbone, 2)
+    module = FineTuneModule(backbone, 2)
     data = SplitsDataModule(
         {"train": folder / "train.parquet", "validation": folder / "validation.parquet"},
         tokenizer,

@@ -205,9 +205,9 @@ class AnsweredTimeout:
     (BentoML's traffic timeout), and its timer is cancelled as soon as the response starts.
     BentoML 1.4's own TimeoutMiddleware leaves every request's timer scheduled for the whole
     timeout, and the timer holds the request's context (its tracing spans, scope and body): at
-    a steady rate a worker keeps `timeout` seconds of requests alive, 30 s of them are about
-    150 MB at 1,000 req/s, and the garbage collector's full passes over them stalled a lone
-    client's requests by 60-360 ms every few seconds (benchmarks/serving.py, c=1 p99)."""
+    a steady rate a worker keeps `timeout` seconds of requests alive, and the garbage
+    collector's full passes over them stall a lone client's requests (benchmarks/serving.py,
+    c=1 p99)."""
 
     def __init__(self, app, timeout: float) -> None:
         self.app = app

@@ -82,9 +82,9 @@ class Classifier(Protocol):
 
 
 # Graph fusions left out: ONNX Runtime's CPU SkipLayerNormalization kernel (the residual Add
-# fused into the layer norm after it) ran 10x slower than Add + LayerNormalization on a batch of
-# 32 tweets' hidden states ([32, 30, 384]) here; it was 14 % of the int8 model's run time, and
-# leaving it out made int8 answer 25 % more texts/s (the fp32 graph does not fuse it).
+# fused into the layer norm after it) runs slower than Add + LayerNormalization on tweets'
+# hidden states, and int8 answers more texts/s without it (docs/measurements.md; the fp32 graph
+# does not fuse it).
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
@@ -179,7 +179,7 @@ class Predictor:
         ids = self.encoder.encode(texts)
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         done = 0
-        # padding capped at a fifth: random batches of 32 tweets ran 1.8x faster so, here
+        # padding capped at a fifth of a micro-batch: sorted by length, short texts run together
         for batch in sorted_batches([len(x) for x in ids], self.micro_batch, max_padding=0.2):
             input_ids, attention_mask = pad_ids([ids[i] for i in batch], self.encoder.pad_id)
             out[batch] = self.classifier.logits(input_ids, attention_mask)

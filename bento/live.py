@@ -199,8 +199,8 @@ def verify_labels(
 
 def release_memory() -> None:
     """Hands the memory of models let go back to the system: glibc keeps freed blocks for reuse,
-    and each loaded-then-dropped model left about 40 MB behind (measured in
-    benchmarks/rollout.py's switches); elsewhere a no-op."""
+    and each loaded-then-dropped model leaves its blocks behind (benchmarks/rollout.py's
+    switches); elsewhere a no-op."""
     import contextlib
     import ctypes
     import gc

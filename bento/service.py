@@ -137,8 +137,8 @@ def _physical_cores() -> int:
 
 # On CPUs, one process per physical core with one inference thread each serves the most
 # requests: the processes overlap one another's tokenizing, HTTP and Python time, which one
-# process with a thread per core leaves idle (2 cores: 157 vs 96 req/s at c=32, and a lone
-# client's p99 no worse; see the README's serving table). A GPU image sets TEXTOPS_WORKERS=1.
+# process with a thread per core leaves idle (benchmarks/serving.py; docs/measurements.md).
+# A GPU image sets TEXTOPS_WORKERS=1.
 WORKERS = env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
 
 
@@ -169,14 +169,10 @@ def declared_resources(arguments: BentoArguments) -> dict[str, Any]:
 
 # Which batcher runs concurrent requests together: `greedy`, the service's own (a lone request
 # runs at once, what arrives meanwhile runs next; refuses with 429 past its queue), or `bentoml`,
-# BentoML's adaptive batching (it waits up to an adaptive window to fill a batch).
-# benchmarks/serving.py measured both on the same model and load (onnx-fp32, 2 cores), twice:
-# req/s greedy / bentoml 0.94x at c=1, 0.95x at c=8, 0.99x at c=32, 1.02x at c=64 (p99 17 vs
-# 16 ms, 79 vs 94, 275 vs 292, 400 vs 412), then 0.95x, 1.04x, 1.04x, 1.01x (p99 16 vs 15,
-# 62 vs 68, 246 vs 241, 394 vs 379), no errors either way. A tie within run-to-run noise, so
-# greedy stays the default for what it adds: a bounded queue that refuses at once with 429
-# (BentoML's batcher has no queue bound; it cancels requests that waited past max_latency, a
-# 503 after the wait).
+# BentoML's adaptive batching (it waits up to an adaptive window to fill a batch). The two tie
+# on throughput and latency (benchmarks/serving.py; docs/measurements.md), so greedy stays the
+# default for what it adds: a bounded queue that refuses at once with 429 (BentoML's batcher
+# has no queue bound; it cancels requests that waited past max_latency, a 503 after the wait).
 BATCHING = os.environ.get("TEXTOPS_BATCHING", "greedy").strip().lower()
 if BATCHING not in {"greedy", "bentoml"}:
     raise ValueError(f"TEXTOPS_BATCHING must be greedy or bentoml, got {BATCHING!r}")
@@ -431,8 +427,7 @@ class TextClassifier:
             self.follower.start()
         # Everything loaded so far lives as long as the worker: moved out of the garbage
         # collector's sight, a full collection scans only what requests made since. Without it
-        # each full pass over the libraries' objects stalled a request by about 60 ms every few
-        # seconds (a lone client's p99).
+        # each full pass over the libraries' objects stalls a request (a lone client's p99).
         gc.collect()
         gc.freeze()
 

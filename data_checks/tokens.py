@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 # Texts tokenized per call: large enough for the tokenizer's batch speed, small enough that one
-# chunk of encodings (~200 MB) is all a check ever holds.
+# chunk of encodings is all a check ever holds.
 CHUNK_TEXTS = 20_000
 
 TokenCounter = Callable[[list[str]], Sequence[int]]

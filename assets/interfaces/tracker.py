@@ -58,7 +58,7 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class Decision:
+class DecisionRecord:
     """The gate's decision about one model (or a rollback) as a tracker records it."""
 
     approved: bool
@@ -104,7 +104,7 @@ class ExperimentTracker(dg.ConfigurableResource, ABC):
         """An evaluation of `model`; returns where the run is."""
 
     @abstractmethod
-    def log_decision(self, context: TrackingContext, decision: Decision) -> str:
+    def log_decision(self, context: TrackingContext, decision: DecisionRecord) -> str:
         """The gate's decision (or a rollback); returns where the run is."""
 
 

@@ -32,8 +32,7 @@ from assets.interfaces.manifests import (
 )
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import Decision as TrackedDecision
-from assets.interfaces.tracker import ExperimentTracker, location_metadata
+from assets.interfaces.tracker import DecisionRecord, ExperimentTracker, location_metadata
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model import metrics
 from assets.progress import Log
@@ -356,7 +355,7 @@ def approved_model(
     judged_model = model_files(store, model.path, {"model_version": model.version})
     tracked = tracker.log_decision(
         tracking_context(context, text_splits.version, model.version),
-        TrackedDecision(
+        DecisionRecord(
             decision.approved,
             decision.summary,
             record,

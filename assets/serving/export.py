@@ -116,10 +116,8 @@ class VariantScore:
 
 # The attention the export traces. PyTorch's scaled_dot_product_attention exports as a masked
 # Where (with an IsNaN guard) over every layer's (batch, heads, length, length) scores; eager
-# attention adds the mask once as a bias. On the default hate model the eager export gave the
-# same labels (logits within 5e-6), and ONNX Runtime ran smoothed int8 10-15 % faster in
-# batches of 32 and 6-17 % faster one text at a time (three runs; fp32 -3 to +11 %; Where and
-# IsNaN had been 11 % of the int8 model's time): benchmarks/quantization.py, the SDPA recipes.
+# attention adds the mask once as a bias, gives the same labels and runs int8 faster
+# (benchmarks/quantization.py's SDPA recipes; docs/measurements.md).
 EXPORT_ATTENTION = "eager"
 
 

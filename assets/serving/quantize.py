@@ -176,8 +176,7 @@ def static_int8(
     it, clipping outliers; `entropy`: the range that keeps the histogram's information). The
     inputs of the MatMuls with a weight are quantized, except those named in `keep_fp32`; their
     outputs stay fp32 (ONNX Runtime would otherwise quantize them too, the logits included,
-    which moved 2.5 % more test labels on the default model and ran slower:
-    benchmarks/quantization.py)."""
+    which moves more test labels and runs slower: benchmarks/quantization.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -16,7 +16,7 @@ from assets.interfaces.errors import MissingArtifactError
 from assets.interfaces.manifests import MANIFEST_IO, ServedModelManifest, as_output
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
 from assets.interfaces.store import ArtifactStore
-from assets.interfaces.tracker import Decision, ExperimentTracker, location_metadata
+from assets.interfaces.tracker import DecisionRecord, ExperimentTracker, location_metadata
 from assets.tracking import stored_model_files, tracking_context
 from assets.versioning import run_version, source_version
 
@@ -109,7 +109,7 @@ def roll_back(
     }
     record["tracked"] = tracker.log_decision(
         tracking_context(context, served.labels.get("data_version")),
-        Decision(
+        DecisionRecord(
             False,
             summary,
             {"approved": False, "summary": summary, "rollback": record, "served_tag": served.tag},

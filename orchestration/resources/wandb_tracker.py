@@ -25,7 +25,7 @@ from pydantic import Field
 
 from assets.interfaces.store import default_home
 from assets.interfaces.tracker import (
-    Decision,
+    DecisionRecord,
     Evaluation,
     ExperimentTracker,
     Files,
@@ -228,7 +228,7 @@ class WandbTracker(ExperimentTracker):
             run.finish()
 
     @side_path
-    def log_decision(self, context: TrackingContext, decision: Decision) -> str:
+    def log_decision(self, context: TrackingContext, decision: DecisionRecord) -> str:
         if not self.enabled:
             return ""
         run = self._init(

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from assets.model.training.base_model import resolve_base_model
 from assets.model.training.config import FineTuneConfig
 from assets.model.training.data import SplitsDataModule
-from assets.model.training.module import TextClassifier
+from assets.model.training.module import FineTuneModule
 from assets.model.training.placement import Placement, placement
 from bento.modeling import use_mean_pooling
 
@@ -105,7 +105,7 @@ def fine_tune(
         if config.class_weights == "balanced"
         else None
     )
-    module = TextClassifier(
+    module = FineTuneModule(
         backbone,
         len(label_names),
         learning_rate=config.learning_rate,

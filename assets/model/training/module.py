@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
-class TextClassifier(L.LightningModule):
+class FineTuneModule(L.LightningModule):
     """Wraps an injected `AutoModelForSequenceClassification`; owns loss, metrics, optimizer."""
 
     def __init__(
