@@ -248,7 +248,8 @@ _METRICS: dict[str, Any] = {}
 
 def counter(key: str, name: str, description: str, labels: list[str]):
     """A Prometheus counter, created once per process (after BentoML has set up its
-    multiprocess metrics folder)."""
+    multiprocess metrics folder). prometheus_client directly, as BentoML 1.4 asks: its
+    bentoml.metrics is deprecated and only forwards to it."""
     if key not in _METRICS:
         from prometheus_client import Counter
 

@@ -47,11 +47,13 @@ def calibration_summary(logits: np.ndarray, labels: np.ndarray, temperature: flo
 def reliability_bins(
     probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
 ) -> list[dict[str, float]]:
-    """Per non-empty equal-width confidence bin: its range, texts, mean confidence, accuracy."""
+    """Per non-empty equal-width confidence bin [low, high), and [1, 1] for certain answers:
+    its range, texts, mean confidence, accuracy. These are the bins whose weighted gaps
+    metrics.expected_calibration_error sums (its library reports only the sum)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    edges = np.append(np.linspace(0, 1, bins + 1), 1.0)
+    which = np.searchsorted(edges[:-1], confidence, side="right") - 1
     return [
         {
             "low": float(edges[b]),
@@ -60,7 +62,7 @@ def reliability_bins(
             "confidence": float(confidence[which == b].mean()),
             "accuracy": float(correct[which == b].mean()),
         }
-        for b in range(bins)
+        for b in range(bins + 1)
         if (which == b).any()
     ]
 

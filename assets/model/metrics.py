@@ -168,14 +168,17 @@ def paired_bootstrap(
 def expected_calibration_error(
     probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15
 ) -> float:
-    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
-    return float(error)
+    """Weighted mean gap between confidence and accuracy over `bins` equal-width confidence
+    bins [low, high): torchmetrics' multiclass calibration error (L1)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    return float(
+        multiclass_calibration_error(
+            torch.as_tensor(probabilities, dtype=torch.float64),
+            torch.as_tensor(np.asarray(y_true), dtype=torch.long),
+            num_classes=probabilities.shape[1],
+            n_bins=bins,
+            norm="l1",
+        )
+    )

@@ -46,11 +46,26 @@ def test_bootstrap_matches_a_naive_loop_over_the_same_resamples():
 def test_expected_calibration_error_by_hand():
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
     y_true = np.array([0, 1, 1, 1])
-    # 4 bins: (0.75, 1] holds 0.9 (right) and 0.8 (wrong); (0.5, 0.75] holds 0.7 and 0.6 (right)
+    # 4 bins: [0.75, 1] holds 0.9 (right) and 0.8 (wrong); [0.5, 0.75) holds 0.7 and 0.6 (right)
     expected = 0.5 * abs(0.85 - 0.5) + 0.5 * abs(0.65 - 1.0)
     assert metrics.expected_calibration_error(probabilities, y_true, bins=4) == pytest.approx(
         expected
     )
+
+
+def test_the_reliability_table_holds_the_bins_the_calibration_error_sums():
+    from assets.model.calibration import reliability_bins
+
+    rng = np.random.default_rng(4)
+    probabilities = rng.dirichlet([0.5, 0.5, 0.5], 500)
+    probabilities[:5] = [1.0, 0.0, 0.0]  # certain: a bin of their own
+    y_true = rng.integers(0, 3, 500)
+    y_true[:5] = [1, 1, 0, 0, 0]  # two of the certain answers wrong
+    table = reliability_bins(probabilities, y_true, bins=10)
+    assert sum(b["texts"] for b in table) == 500
+    assert table[-1] == {"low": 1.0, "high": 1.0, "texts": 5, "confidence": 1.0, "accuracy": 0.6}
+    gaps = sum(b["texts"] / 500 * abs(b["confidence"] - b["accuracy"]) for b in table)
+    assert gaps == pytest.approx(metrics.expected_calibration_error(probabilities, y_true, 10))
 
 
 def test_unknown_metric_is_named():

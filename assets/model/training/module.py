@@ -1,4 +1,5 @@
-"""The LightningModule: loss, one shared step, per-stage metrics, AdamW with warmup/decay."""
+"""The LightningModule: loss, one shared step, per-stage metrics, AdamW with transformers' linear
+warmup and decay."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from transformers import get_linear_schedule_with_warmup
 
 
 class FineTuneModule(L.LightningModule):
@@ -66,14 +68,9 @@ class FineTuneModule(L.LightningModule):
         # fused: one kernel for the whole update instead of a loop over tensors
         optimizer = torch.optim.AdamW(groups, fused=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(total * self.hparams.warmup_ratio)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(total - warmup, 1))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(total * self.hparams.warmup_ratio), total
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
