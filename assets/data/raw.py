@@ -21,6 +21,7 @@ from assets.data.sources.transports import DEFAULT_SOURCE, read_source
 from assets.interfaces.manifests import MANIFEST_IO, RawTextsManifest, as_output
 from assets.interfaces.store import ArtifactStore, cache_dir, default_home
 from assets.metadata import class_shares, numeric_metadata
+from assets.retries import NETWORK_RETRY, failing_at_once_on_bad_input
 from assets.versioning import combined_hash, frame_hash, source_version
 
 
@@ -139,7 +140,9 @@ def add_landed(
     io_manager_key=MANIFEST_IO,
     code_version=source_version(__name__),
     description="Every row of the labelled source: text, label id, label name, source split.",
+    retry_policy=NETWORK_RETRY,
 )
+@failing_at_once_on_bad_input
 def raw_texts(
     context: dg.AssetExecutionContext, config: RawTextsConfig, store: ArtifactStore
 ) -> dg.Output[RawTextsManifest]:

@@ -23,6 +23,7 @@ from assets.metadata import markdown_table, numeric_metadata
 from assets.monitoring import drift_metrics as dm
 from assets.monitoring.log_window import read_window
 from assets.monitoring.plots import length_histograms
+from assets.monitoring.serving_log import MONITORING_FRESHNESS
 from assets.plots import markdown_image
 from assets.versioning import run_version, source_version
 
@@ -193,6 +194,7 @@ def served_model_rows(served: pl.DataFrame) -> tuple[str, pl.DataFrame]:
     code_version=source_version(__name__),
     description="Served traffic vs the training split of the model that served it: text-length "
     "PSI and KS, unknown-token share, predicted-label mix (chi-square), sentence-embedding drift.",
+    freshness_policy=MONITORING_FRESHNESS,
 )
 def drift_report(
     context: dg.AssetExecutionContext,

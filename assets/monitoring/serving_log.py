@@ -22,12 +22,19 @@ from assets.monitoring.log_window import (
     latency_percentiles,
     read_window,
 )
+from assets.retries import NETWORK_RETRY, failing_at_once_on_bad_input
 from assets.versioning import run_version, source_version
 from bento.serving_log import default_log_dir
 from bento.settings import env_positive_float
 
 WINDOW_ENV = "TEXTOPS_MONITOR_WINDOW_HOURS"
 DEFAULT_WINDOW_HOURS = 24.0
+# Monitoring is stale once its last run is older than the window it reads: predictions served
+# since then have gone unread by the drift checks.
+MONITORING_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS)),
+    warn_window=timedelta(hours=env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS) / 2),
+)
 
 
 def delete_old_copies(store: ArtifactStore, before: float, keep: str) -> int:
@@ -77,7 +84,10 @@ class ServingLogConfig(dg.Config):
     code_version=source_version(__name__),
     description="Predictions the service logged in the last window_hours, as one parquet, with "
     "each model's request latency percentiles.",
+    retry_policy=NETWORK_RETRY,
+    freshness_policy=MONITORING_FRESHNESS,
 )
+@failing_at_once_on_bad_input
 def serving_log(
     context: dg.AssetExecutionContext, config: ServingLogConfig, store: ArtifactStore
 ) -> dg.Output[ServingLogManifest]:

@@ -288,3 +288,33 @@ def test_a_landed_file_over_the_cap_is_left_out_and_the_others_are_read(
     assert f"big.csv: {big:,} bytes, more than the cap of 100 bytes on a landed file" in "".join(
         warnings
     )
+
+
+def test_a_dropped_connection_is_retried_and_a_bad_source_fails_at_once(
+    store, tweeteval_dir, tmp_path, monkeypatch
+):
+    import assets.data.raw as raw_module
+
+    original, calls, dropped = raw_module.read_source, [], []
+
+    def dropping_once(*args, **kwargs):
+        calls.append(args[0])
+        if not dropped:
+            dropped.append(args[0])
+            raise ConnectionError("the connection closed after 0 of 4,096 bytes")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(raw_module, "read_source", dropping_once)
+    result = materialize_data(store, tweeteval_dir)
+    assert result.success and len(calls) == 2  # Dagster's retry policy read it again
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == ["raw_texts"]
+
+    calls.clear()
+    (tmp_path / "data.csv").write_text("body,label\nhello,0\n")
+    result = materialize_data(store, tmp_path / "data.csv")
+    assert not result.success and len(calls) == 1  # no retry can fix the input
+    assert "SourceError" in failure_message(result) and "no 'text' column" in failure_message(
+        result
+    )
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -114,3 +114,18 @@ def test_retrain_config_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TEXTOPS_RETRAIN_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         automation.retrain_run_config()
+
+
+def test_network_reading_assets_retry_and_monitoring_has_a_freshness_policy():
+    from datetime import timedelta
+
+    from assets.retries import NETWORK_RETRY
+
+    graph = definitions.defs.resolve_asset_graph()
+    for name in ("raw_texts", "serving_log"):
+        assert graph.get(dg.AssetKey(name)).assets_def.op.retry_policy == NETWORK_RETRY
+    assert NETWORK_RETRY.max_retries >= 1
+    for name in ("serving_log", "drift_report"):
+        policy = graph.get(dg.AssetKey(name)).freshness_policy
+        assert policy.fail_window.to_timedelta() == timedelta(hours=24)  # the window it reads
+        assert policy.warn_window.to_timedelta() == timedelta(hours=12)
