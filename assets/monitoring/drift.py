@@ -30,25 +30,31 @@ from assets.versioning import run_version, source_version
 
 class DriftConfig(dg.Config):
     psi_threshold: float = Field(0.2, description="Text-length PSI above this is drift")
-    ks_p_value: float = Field(0.01, description="Text-length KS p-value below this is drift")
-    ks_statistic: float = Field(0.1, description="...and only with a KS statistic above this")
-    label_mix_p_value: float = Field(
-        0.001, description="Chi-square p-value of the predicted label mix below this is drift"
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Family-wise false-alarm rate of the drift tests (text-length KS, label-mix "
+        "chi-square, embedding MMD): their p-values are Holm-adjusted together and a test whose "
+        "adjusted p-value is below alpha is drift",
+    )
+    ks_statistic: float = Field(
+        0.1, description="Text-length KS is drift only with a statistic above this as well"
     )
     unknown_share_increase: float = Field(
         0.01, description="Unknown-token share above the training share by more is drift"
     )
-    embedding_cosine_threshold: float = Field(
-        0.05, description="Cosine distance of mean sentence embeddings above this is drift"
-    )
     embedding_sample: int = Field(256, ge=16, description="Texts embedded per side")
+    permutations: int = Field(
+        500, ge=99, description="Permutations of the embedding MMD test's p-value"
+    )
     min_predictions: int = Field(
         50,
         ge=1,
         description="Fewest predictions of the serving model to judge drift on; with fewer the "
         "report says there is not enough traffic yet",
     )
-    seed: int = Field(0, description="Seed of the embedding sample")
+    seed: int = Field(0, description="Seed of the embedding sample and of the permutations")
 
 
 def load_encoder(model_dir):
@@ -82,6 +88,68 @@ def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) 
     return out
 
 
+# the findings whose p-values form the family that Holm's adjustment corrects together
+TESTS = ("length_ks", "label_mix_chi2", "embedding_mmd")
+
+
+def length_findings(train_lengths, served_lengths, config: DriftConfig) -> dict[str, Any]:
+    psi = dm.population_stability_index(train_lengths, served_lengths)
+    ks_stat, ks_p = dm.ks_test(train_lengths, served_lengths)
+    return {
+        "length_psi": {
+            "value": psi,
+            "threshold": config.psi_threshold,
+            "drift": psi > config.psi_threshold,
+        },
+        "length_ks": {"value": ks_stat, "p_value": ks_p, "min_statistic": config.ks_statistic},
+    }
+
+
+def label_findings(train_labels, served_labels: list[str], label_names: list[str]) -> dict:
+    prior = np.bincount(train_labels, minlength=len(label_names))
+    index = {name: i for i, name in enumerate(label_names)}
+    predicted = np.array([index[label] for label in served_labels if label in index])
+    chi2, chi2_p = dm.label_mix_test(predicted, prior)
+    return {
+        "value": chi2,
+        "p_value": chi2_p,
+        "served_shares": {n: float(np.mean(predicted == i)) for n, i in index.items()},
+        "train_shares": {n: float(prior[i] / prior.sum()) for n, i in index.items()},
+    }
+
+
+def embedding_findings(
+    train_texts, served_texts, model, tokenizer, max_length: int, config: DriftConfig
+) -> dict[str, Any]:
+    """MMD between sentence embeddings of equal samples of both sides, with its permutation
+    p-value; the cosine distance of their means as the size of the move."""
+    rng = np.random.default_rng(config.seed)
+    pick = min(config.embedding_sample, len(train_texts), len(served_texts))
+    a = [train_texts[i] for i in rng.choice(len(train_texts), pick, replace=False)]
+    b = [served_texts[i] for i in rng.choice(len(served_texts), pick, replace=False)]
+    ea = mean_pooled_embeddings(model, tokenizer, a, max_length)
+    eb = mean_pooled_embeddings(model, tokenizer, b, max_length)
+    mmd, p_value = dm.mmd_permutation_test(ea, eb, config.permutations, config.seed)
+    return {
+        "value": mmd,
+        "p_value": p_value,
+        "cosine_distance": dm.mean_embedding_cosine_distance(ea, eb),
+        "texts_per_side": pick,
+    }
+
+
+def judge_family(findings: dict[str, Any], config: DriftConfig) -> None:
+    """Each test's Holm-adjusted p-value and verdict, in place."""
+    adjusted = dm.holm_adjusted({n: findings[n]["p_value"] for n in TESTS if n in findings})
+    for name, p_value in adjusted.items():
+        findings[name]["adjusted_p_value"] = p_value
+        findings[name]["alpha"] = config.alpha
+        findings[name]["drift"] = p_value < config.alpha
+    if "length_ks" in findings:
+        ks = findings["length_ks"]
+        ks["drift"] = ks["drift"] and ks["value"] > config.ks_statistic
+
+
 def drift_findings(
     train: pl.DataFrame,
     served: pl.DataFrame,
@@ -92,35 +160,15 @@ def drift_findings(
     max_length: int = 128,
     served_texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every drift statistic, each with its threshold and verdict; the statistics of texts
-    (unknown tokens, embeddings) when `served_texts` (or a `text` column of `served`) has
-    any."""
-    findings: dict[str, Any] = {}
-    train_lengths = train["text"].str.len_chars().to_numpy()
-    served_lengths = served["text_length"].to_numpy()
-    psi = dm.population_stability_index(train_lengths, served_lengths)
-    ks_stat, ks_p = dm.ks_test(train_lengths, served_lengths)
-    findings["length_psi"] = {
-        "value": psi,
-        "threshold": config.psi_threshold,
-        "drift": psi > config.psi_threshold,
-    }
-    findings["length_ks"] = {
-        "value": ks_stat,
-        "p_value": ks_p,
-        "drift": ks_p < config.ks_p_value and ks_stat > config.ks_statistic,
-    }
-    prior = np.bincount(train["label"].to_numpy(), minlength=len(label_names))
-    index = {name: i for i, name in enumerate(label_names)}
-    predicted = np.array([index[label] for label in served["label"].to_list() if label in index])
-    chi2, chi2_p = dm.label_mix_test(predicted, prior)
-    findings["label_mix_chi2"] = {
-        "value": chi2,
-        "p_value": chi2_p,
-        "drift": chi2_p < config.label_mix_p_value,
-        "served_shares": {n: float(np.mean(predicted == i)) for n, i in index.items()},
-        "train_shares": {n: float(prior[i] / prior.sum()) for n, i in index.items()},
-    }
+    """Every drift statistic, each with its threshold or adjusted p-value and verdict; the
+    statistics of texts (unknown tokens, embeddings) when `served_texts` (or a `text` column of
+    `served`) has any."""
+    findings = length_findings(
+        train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy(), config
+    )
+    findings["label_mix_chi2"] = label_findings(
+        train["label"].to_numpy(), served["label"].to_list(), label_names
+    )
     if served_texts is None:
         served_texts = served["text"].drop_nulls().to_list() if "text" in served.columns else []
     if tokenizer is not None and served_texts:
@@ -134,19 +182,10 @@ def drift_findings(
             "drift": served_unk - train_unk > config.unknown_share_increase,
         }
         if model is not None:
-            rng = np.random.default_rng(config.seed)
-            pick = min(config.embedding_sample, len(train_texts), len(served_texts))
-            a = [train_texts[i] for i in rng.choice(len(train_texts), pick, replace=False)]
-            b = [served_texts[i] for i in rng.choice(len(served_texts), pick, replace=False)]
-            ea = mean_pooled_embeddings(model, tokenizer, a, max_length)
-            eb = mean_pooled_embeddings(model, tokenizer, b, max_length)
-            cosine = dm.mean_embedding_cosine_distance(ea, eb)
-            findings["embedding_cosine"] = {
-                "value": cosine,
-                "threshold": config.embedding_cosine_threshold,
-                "mmd": dm.mmd_rbf(ea, eb),
-                "drift": cosine > config.embedding_cosine_threshold,
-            }
+            findings["embedding_mmd"] = embedding_findings(
+                train_texts, served_texts, model, tokenizer, max_length, config
+            )
+    judge_family(findings, config)
     return findings
 
 

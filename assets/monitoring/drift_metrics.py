@@ -46,13 +46,50 @@ def mean_embedding_cosine_distance(reference: np.ndarray, current: np.ndarray) -
     return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def mmd_rbf(reference: np.ndarray, current: np.ndarray) -> float:
-    """Squared maximum mean discrepancy with an RBF kernel, bandwidth by the median heuristic."""
-    joint = np.vstack([reference, current])
+def _rbf_kernel(joint: np.ndarray) -> np.ndarray:
+    """RBF kernel of every pair of rows, bandwidth by the median heuristic."""
     squared = np.sum(joint**2, axis=1)
     distances = np.maximum(squared[:, None] + squared[None, :] - 2 * joint @ joint.T, 0)
     bandwidth = np.median(distances[distances > 0]) if np.any(distances > 0) else 1.0
-    kernel = np.exp(-distances / bandwidth)
-    n = len(reference)
-    xx, yy, xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
-    return float(xx.mean() + yy.mean() - 2 * xy.mean())
+    return np.exp(-distances / bandwidth)
+
+
+def _mmd(kernel: np.ndarray, first: np.ndarray) -> float:
+    """Squared MMD between the rows where `first` is true and the others."""
+    second = ~first
+    return float(
+        kernel[np.ix_(first, first)].mean()
+        + kernel[np.ix_(second, second)].mean()
+        - 2 * kernel[np.ix_(first, second)].mean()
+    )
+
+
+def mmd_rbf(reference: np.ndarray, current: np.ndarray) -> float:
+    """Squared maximum mean discrepancy with an RBF kernel, bandwidth by the median heuristic."""
+    first = np.arange(len(reference) + len(current)) < len(reference)
+    return _mmd(_rbf_kernel(np.vstack([reference, current])), first)
+
+
+def mmd_permutation_test(
+    reference: np.ndarray, current: np.ndarray, permutations: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    """Squared MMD and its permutation p-value: the share of random relabellings of the pooled
+    rows (the observed one counted) whose MMD is at least the observed one."""
+    kernel = _rbf_kernel(np.vstack([reference, current]))
+    first = np.arange(len(kernel)) < len(reference)
+    observed = _mmd(kernel, first)
+    rng = np.random.default_rng(seed)
+    exceed = sum(_mmd(kernel, rng.permutation(first)) >= observed for _ in range(permutations))
+    return observed, float((exceed + 1) / (permutations + 1))
+
+
+def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment: a test is drift when its adjusted p-value is below the
+    family's alpha, and a false alarm among all of them stays that rare. (scipy offers only
+    false-discovery control, Benjamini-Hochberg; an alarm wants the family-wise rate.)"""
+    ordered = sorted(p_values, key=p_values.get)
+    adjusted, running = {}, 0.0
+    for rank, name in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p_values[name]))
+        adjusted[name] = running
+    return adjusted

@@ -48,3 +48,38 @@ def test_embedding_drift():
     assert dm.mean_embedding_cosine_distance(reference, same) < 0.01
     assert dm.mean_embedding_cosine_distance(reference, moved) > 1.5
     assert dm.mmd_rbf(reference, same) < 0.01 < dm.mmd_rbf(reference, moved)
+
+
+def test_mmd_permutation_test_holds_its_false_alarm_rate_and_finds_a_move():
+    rng = np.random.default_rng(11)
+    p_values = [
+        dm.mmd_permutation_test(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)), 99, seed)[1]
+        for seed in range(60)
+    ]
+    assert 0.02 < float(np.mean(np.array(p_values) < 0.2)) < 0.4  # uniform under no drift
+    assert min(p_values) >= 1 / 100  # the observed relabelling is counted
+    statistic, p_value = dm.mmd_permutation_test(
+        rng.normal(size=(40, 8)), rng.normal(0.6, size=(40, 8)), 199
+    )
+    assert p_value == 1 / 200 and statistic > 0
+
+
+def test_holm_adjusts_the_family_of_drift_tests():
+    adjusted = dm.holm_adjusted({"a": 0.004, "b": 0.03, "c": 0.02})
+    assert adjusted == pytest.approx({"a": 0.012, "c": 0.04, "b": 0.04})
+
+
+def test_three_borderline_tests_are_no_drift_together():
+    from assets.monitoring.drift import DriftConfig, judge_family
+
+    findings = {
+        "length_ks": {"value": 0.3, "p_value": 0.008},
+        "label_mix_chi2": {"value": 12.0, "p_value": 0.008},
+        "embedding_mmd": {"value": 0.02, "p_value": 0.008},
+    }
+    judge_family(findings, DriftConfig(alpha=0.01))  # each alone would be below alpha
+    assert not any(f["drift"] for f in findings.values())
+    assert findings["length_ks"]["adjusted_p_value"] == pytest.approx(0.024)
+    findings["label_mix_chi2"]["p_value"] = 0.001
+    judge_family(findings, DriftConfig(alpha=0.01))
+    assert [n for n, f in findings.items() if f["drift"]] == ["label_mix_chi2"]

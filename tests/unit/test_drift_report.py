@@ -44,8 +44,10 @@ def test_vocabulary_and_embedding_drift_with_the_real_tokenizer():
     config = DriftConfig(embedding_sample=64)
     labels = ["a" if x == 0 else "b" for x in RNG.integers(0, 2, 120)]
     same = drift_findings(TRAIN, served(tweets(120), labels), ["a", "b"], config, tokenizer, model)
-    assert not same["unknown_token_share"]["drift"] and not same["embedding_cosine"]["drift"]
+    assert not same["unknown_token_share"]["drift"] and not same["embedding_mmd"]["drift"]
     moved = drift_findings(TRAIN, served(foreign, labels), ["a", "b"], config, tokenizer, model)
     assert moved["unknown_token_share"]["drift"]
-    assert moved["embedding_cosine"]["drift"]
-    assert moved["embedding_cosine"]["mmd"] > same["embedding_cosine"]["mmd"]
+    assert moved["embedding_mmd"]["drift"] and moved["embedding_mmd"]["p_value"] < 0.01
+    assert same["embedding_mmd"]["p_value"] > 0.05
+    assert moved["embedding_mmd"]["value"] > same["embedding_mmd"]["value"]
+    assert moved["embedding_mmd"]["cosine_distance"] > same["embedding_mmd"]["cosine_distance"]
