@@ -435,7 +435,7 @@ def serving_tag(name: str = MODEL_NAME) -> str:
     if model is None:
         raise NoApprovedModelError(
             f"no approved '{name}' model in the BentoML store ({bentoml_home()}): run the "
-            f"pipeline until approved_model approves one (see README), or set "
+            f"pipeline until approved_model approves one (README, Quickstart), or set "
             f"{PINNED_TAG_ENV} to a model tag"
         )
     return str(model.tag)

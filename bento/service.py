@@ -18,32 +18,8 @@ until it is restarted. Predictions are logged on a thread of their own after the
 log that cannot be written is counted (textops_prediction_log_failed_records_total on /metrics)
 and never fails a request.
 
-Settings (environment, read at start):
-  TEXTOPS_MODEL_TAG        serve this model tag, and only it (no following)
-  TEXTOPS_FOLLOW           on/off: follow the registry's champion (default on; in a built image
-                           on only with TEXTOPS_FOLLOW_STORE)
-  TEXTOPS_FOLLOW_STORE     the BentoML models folder to follow (a mounted volume)
-  TEXTOPS_FOLLOW_INTERVAL_S, TEXTOPS_SHADOW_REQUESTS, TEXTOPS_SHADOW_MINUTES, ...: see README
-  TEXTOPS_VARIANT          onnx-int8, onnx-fp32 or pytorch instead of the approved choice
-  TEXTOPS_WORKERS          service processes (0: one per physical core)
-  TEXTOPS_THREADS          inference threads per process (0: the physical cores shared out)
-  TEXTOPS_MICRO_BATCH      texts per length-sorted micro-batch
-  TEXTOPS_MAX_BATCH_SIZE   most texts run together
-  TEXTOPS_BATCHING         greedy (the service's batcher) or bentoml (BentoML's adaptive one)
-  TEXTOPS_MAX_QUEUE        most texts waiting before requests are refused with 429
-  TEXTOPS_MAX_BODY_BYTES   largest request body (larger: 413)
-  TEXTOPS_IDLE_TIMEOUT_S   seconds a connection may wait for a request, fresh or kept alive
-                           (default 5), then it is closed
-  TEXTOPS_HEADER_TIMEOUT_S seconds a request's line and headers may take from its first byte
-                           (default 10), then 408 and the connection is closed
-  TEXTOPS_SERVING_LOG      the prediction log's folder (`off` disables it)
-  TEXTOPS_SERVING_LOG_TEXT 0 keeps texts out of the log
-  TEXTOPS_SERVING_LOG_MAX_AGE_DAYS, TEXTOPS_SERVING_LOG_MAX_MB  the log's retention
-  TEXTOPS_ACCESS_LOG       1 logs every request (BentoML's access log; off by default)
-  TEXTOPS_ORT_SPIN         0 stops ONNX Runtime's threads from spinning while they wait
-  TEXTOPS_RUNTIME_CHECK    warn (default) or refuse: what to do when onnxruntime, torch,
-                           transformers, tokenizers or numpy differ from the versions the
-                           model's parity check ran under (serving.json)
+Settings: the environment, read at start; every variable, with its default, is in
+docs/configuration.md ("Service settings").
 
 Bento argument (the bentofile's `args`, or `bentoml serve --arg`):
   gpus                     GPUs each worker runs on, declared as the service's resources
@@ -206,7 +182,7 @@ def start_tag(settings: RolloutSettings) -> str:
     if not approved:
         raise NoApprovedModelError(
             f"no approved 'textops-classifier' model in the BentoML store ({folder}): run the "
-            f"pipeline until approved_model approves one (see README), or set "
+            f"pipeline until approved_model approves one (README, Quickstart), or set "
             f"{PINNED_TAG_ENV} to a model tag"
         )
     return approved[0].tag

@@ -93,7 +93,9 @@ class TextSplitsChecksConfig(dg.Config):
         0.1, description="Warn when a class's share in train and test differs by more"
     )
     max_long_share: float = Field(
-        0.01, description="Warn when more texts than this are longer than max_length"
+        0.01,
+        description="Share of texts longer than fine_tuned_model's max_length (counted with its "
+        "base_model's tokenizer, as the run configures them) above which long_text_share warns",
     )
 
 
@@ -179,7 +181,10 @@ def drift_check(drift_report: DriftManifest) -> dg.AssetCheckResult:
 
 class LatencySloConfig(dg.Config):
     p95_ms: float = Field(
-        300.0, gt=0, description="Objective for the 95th-percentile request latency (ms)"
+        300.0,
+        gt=0,
+        description="Objective for a served model's 95th-percentile request latency (ms); above "
+        "it latency_slo warns",
     )
     min_requests: int = Field(
         20, ge=1, description="Fewest requests of a model in the window to judge its latency"

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--project", default="textops")
     args = parser.parse_args()
     if not os.environ.get("WANDB_API_KEY"):
-        raise SystemExit("W&B sweeps need the W&B server: set WANDB_API_KEY (see README)")
+        raise SystemExit("W&B sweeps need the W&B server: set WANDB_API_KEY (see docs/pipeline.md)")
     import wandb
 
     sweep_id = wandb.sweep(SWEEP, project=args.project)

@@ -72,7 +72,7 @@ def main() -> int:
             f"{LOCK.relative_to(ROOT)} was not made from the current pyproject.toml, "
             "constraints.txt and requirements/*.in (a dependency was added, removed or its "
             "range changed since the lock was made). Run scripts/lock.sh to refresh the locks, "
-            "then the tests (README: Dependencies and upgrades).",
+            "then the tests (docs/dependencies.md).",
             file=sys.stderr,
         )
         return 1

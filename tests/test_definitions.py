@@ -83,13 +83,50 @@ def test_no_side_effects_at_import(tmp_path, monkeypatch):
     assert isinstance(definitions.defs, dg.Definitions)
 
 
-def test_readme_documents_every_config_field():
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_reference_is_the_config_classes():
+    from orchestration import reference
+
+    document = reference.DOC.read_text()
+    assert document == reference.with_table(document), (
+        "docs/configuration.md's run config table differs from the config classes: run "
+        "`python -m orchestration.reference` and commit the result"
+    )
     for node in [*definitions.ASSETS, *definitions.ASSET_CHECKS]:
         config = node.op.config_schema.config_type
-        fields = config.fields if config is not None and hasattr(config, "fields") else {}
-        for field in fields:
-            assert f"| `{node.op.name}` | `{field}` |" in readme, f"{node.op.name}.{field}"
+        for field in getattr(config, "fields", None) or {}:
+            assert f"| `{node.op.name}` | `{field}` |" in document, f"{node.op.name}.{field}"
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a document's headings."""
+    anchors = set()
+    for title in re.findall(r"^#{1,6} (.+)$", markdown, re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_every_link_between_the_documents_lands():
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for document in documents:
+        text = re.sub(r"```.*?```", "", document.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a URL
+            path, _, anchor = target.partition("#")
+            landing = (document.parent / path).resolve() if path else document
+            if not landing.exists():
+                broken.append(f"{document.name}: {target} (no such file)")
+            elif anchor and anchor not in heading_anchors(landing.read_text()):
+                broken.append(f"{document.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_is_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    for document in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{document.name})" in readme, f"the README does not link {document.name}"
 
 
 def test_the_docker_executor_is_dagster_dockers():
@@ -137,3 +174,17 @@ def test_the_deploy_guides_run_queue_and_pools_load(tmp_path, monkeypatch):
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.tag_concurrency_limits == [{"key": "textops/job", "value": "retrain", "limit": 1}]
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_every_variable_the_code_reads_is_documented():
+    """Each TEXTOPS_* variable named in the product's code has its default and meaning in
+    docs/configuration.md (or, for deployments, docs/deploy.md)."""
+    internal = {"TEXTOPS_START_TAG"}  # the service sets it for its own workers
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    documented += (ROOT / "docs" / "deploy.md").read_text()
+    named = set()
+    for folder in ("assets", "bento", "orchestration", "data_checks"):
+        for module in (ROOT / folder).rglob("*.py"):
+            named |= set(re.findall(r"\"(TEXTOPS_[A-Z0-9_]+)\"", module.read_text()))
+    assert len(named) > 40
+    assert sorted(n for n in named - internal if f"`{n}`" not in documented) == []

@@ -39,9 +39,11 @@ class EvaluationConfig(dg.Config):
         description="The task's official metric: macro_f1, macro_recall, f1:<class> (the F1 of "
         "one class, e.g. f1:irony) or mean_f1:<class>,<class> (e.g. mean_f1:against,favor)",
     )
-    bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for the CI")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="Bootstrap resamples of the test split for the 95 % interval"
+    )
     bootstrap_seed: int = Field(0, description="Seed of the bootstrap")
-    batch_size: int = Field(64, ge=1, description="Inference batch size")
+    batch_size: int = Field(64, ge=1, description="Inference batch size (batches sorted by length)")
     latency_samples: int = Field(64, ge=1, description="Texts timed one at a time for latency")
     tracked_predictions: int = Field(
         200, ge=0, description="Test predictions sampled into the tracker's predictions table"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from assets.model.training.placement import Placement
 
 # Trainings share the machine's CPU or GPU: the pool lets one run at a time per deployment
-# (the instance's `concurrency: pools: default_limit`, see README).
+# (the instance's `concurrency: pools: default_limit`, see docs/pipeline.md).
 TRAINING_POOL = "textops-training"
 
 

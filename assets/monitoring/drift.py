@@ -46,7 +46,10 @@ class DriftConfig(dg.Config):
     )
     embedding_sample: int = Field(256, ge=16, description="Texts embedded per side")
     permutations: int = Field(
-        500, ge=99, description="Permutations of the embedding MMD test's p-value"
+        500,
+        ge=99,
+        description="Permutations of the embedding MMD test's p-value (the cosine distance of "
+        "mean embeddings is reported as the size of the move)",
     )
     min_predictions: int = Field(
         50,

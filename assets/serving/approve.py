@@ -72,7 +72,11 @@ class ApprovalConfig(dg.Config):
         True, description="Require the official metric to exceed the TF-IDF baseline's"
     )
     force: bool = Field(False, description="Approve whatever the comparison says")
-    force_reason: str = Field("", description="Why force was used (required with force)")
+    force_reason: str = Field(
+        "",
+        description="Why the gate was overridden (required with force); recorded in the "
+        "decision and the model's labels",
+    )
 
     def rules(self) -> GateRules:
         return GateRules(

@@ -29,7 +29,11 @@ class ServedModelConfig(dg.Config):
         description="With a rollback: the served model's tag, withdrawn (the rollback job sets "
         "it from its `tag`); a rollback run again finds it withdrawn and changes nothing",
     )
-    rollback_reason: str = Field("", description="Why the served model is withdrawn")
+    rollback_reason: str = Field(
+        "",
+        description="Why the served model is withdrawn (required with a rollback); "
+        "kept in its labels",
+    )
     rollback_by: str = Field("", description="Who withdraws it (default: $USER)")
 
     @property

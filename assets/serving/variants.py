@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -32,7 +32,8 @@ from bento.live import VERIFICATION_FILE
 
 
 class Int8Method(StrEnum):
-    """How the int8 variant is made (assets/serving/quantize.py)."""
+    """How the int8 variant is made (assets/serving/quantize.py); an Enum where the choice may
+    be null (Dagster reads an Optional Literal as no type at all)."""
 
     smoothed = "smoothed"
     blockwise = "blockwise"
@@ -52,12 +53,13 @@ class ServingVariantsConfig(dg.Config):
         0.99,
         ge=0,
         le=1,
-        description="...and it labels at least this share of the test texts as PyTorch does",
+        description="...and it labels at least this share of the test texts as PyTorch does (and "
+        "every text of a 200-text sample the same alone as in a batch)",
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
-    quantization: Int8Method = Field(
-        Int8Method.smoothed,
+    quantization: Literal["smoothed", "blockwise", "static", "dynamic"] = Field(
+        "smoothed",
         description="How the int8 variant is made: smoothed (static int8 after SmoothQuant's "
         "per-channel scales of strength smoothing_alpha, ranges calibrated on training texts), "
         "blockwise (int8 weights in blocks of block_size input channels, each token's "
@@ -78,10 +80,15 @@ class ServingVariantsConfig(dg.Config):
         "weights (0: none, 1: all)",
     )
     block_size: int = Field(
-        64, description="Input channels per block of the blockwise quantization: 16, 32 or 64"
+        64,
+        description="Input channels per block of the blockwise quantization: 16, 32 or 64 (128 "
+        "would answer a lone text otherwise than in a batch)",
     )
     calibration_texts: int = Field(
-        512, ge=1, description="Training texts the static quantization calibrates on"
+        512,
+        ge=1,
+        description="Training texts (a seeded sample of the train split) the smoothed and static "
+        "quantizations calibrate on",
     )
     graph_optimizations: bool = Field(
         False,

