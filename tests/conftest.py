@@ -212,6 +212,15 @@ def copy_registered(tag: str, home: Path) -> Path:
     return target
 
 
+def cpu_torch_wheel() -> str | None:
+    """A local CPU torch wheel (TEXTOPS_TORCH_WHEEL, or the one in /opt/wheels)."""
+    import glob
+
+    return os.environ.get("TEXTOPS_TORCH_WHEEL") or next(
+        iter(sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))), None
+    )
+
+
 def remove_images(images: list[str]) -> None:
     """`images`, and the untagged images a rebuild left, so that repeated runs on one machine do
     not fill its disk (an image is 1.4-2.6 GB)."""

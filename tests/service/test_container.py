@@ -1,6 +1,5 @@
 """The bento's container image built with buildah and answering `classify` under podman."""
 
-import glob
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import materialize_selected
+from tests.conftest import cpu_torch_wheel, materialize_selected
 from tests.unit.test_lock import locked
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,14 +17,6 @@ PRINT_VERSIONS = (
     "print(json.dumps({d: m.version(d) for d in ('onnxruntime', 'tokenizers', 'numpy', "
     "'bentoml', 'pydantic')}))"
 )
-
-
-def cpu_torch_wheel() -> str | None:
-    """A local CPU torch wheel: the PyTorch CPU index is unreachable from this network."""
-    found = os.environ.get("TEXTOPS_TORCH_WHEEL") or next(
-        iter(sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))), None
-    )
-    return found
 
 
 @pytest.mark.slow
