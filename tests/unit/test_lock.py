@@ -99,7 +99,7 @@ def test_every_pin_carries_hashes():
                 assert "--hash=sha256:" in entry, (path.name, entry.split("\n", 1)[0])
 
 
-def test_install_says_where_torch_cpu_build_comes_from_when_pip_finds_none(tmp_path):
+def test_install_without_any_index_says_what_to_set(tmp_path):
     import os
     import shutil
 
@@ -118,5 +118,6 @@ def test_install_says_where_torch_cpu_build_comes_from_when_pip_finds_none(tmp_p
         ["bash", "scripts/install.sh"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 1
-    assert "export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in result.stderr
+    assert "export PIP_FIND_LINKS=/that/folder" in result.stderr
+    assert "point TEXTOPS_TORCH_CPU_INDEX at a mirror of the PyTorch CPU index" in result.stderr
     assert not (tmp_path / ".venv" / "bin" / "uv").exists()
