@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
+import polars as pl
 from pydantic import Field
 
 from assets.interfaces.manifests import (
@@ -84,6 +84,56 @@ class ApprovalConfig(dg.Config):
         )
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """The model before the gate, with everything the gate reads of it."""
+
+    model: ModelManifest
+    report_manifest: ReportManifest
+    splits: TextSplitsManifest
+    variants: ServingVariantsManifest
+    report: dict[str, Any]
+    scores: Scores
+    scored: pl.DataFrame  # the test split's labels and the model's predictions
+    serving: dict[str, Any]  # serving.json: the variant chosen and why
+
+    @classmethod
+    def load(
+        cls,
+        store: ArtifactStore,
+        model: ModelManifest,
+        report: ReportManifest,
+        splits: TextSplitsManifest,
+        variants: ServingVariantsManifest,
+    ) -> "Challenger":
+        """The challenger's inputs, once each has been checked to be of the same model."""
+        require_trained_on(model, splits, "approved_model")
+        require_report_on(report, model, "approved_model")
+        require_variants_of(variants, model, "approved_model")
+        scores = store.read_json(f"{report.path}/report.json")
+        return cls(
+            model,
+            report,
+            splits,
+            variants,
+            scores,
+            report_scores(scores, splits.test_hash),
+            store.read_parquet(f"{report.path}/predictions.parquet"),
+            store.read_json(f"{variants.path}/{SERVING_FILE}"),
+        )
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "fine_tuned_model": self.model.version,
+            "evaluation_report": self.report_manifest.version,
+            "serving_variants": self.variants.version,
+            "text_splits": self.splits.version,
+            "raw_texts": self.splits.raw_texts_version,
+            "test_hash": self.splits.test_hash,
+            "code_version": self.model.code_version,
+        }
+
+
 def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
     model = report["model"]
     return Scores(
@@ -96,8 +146,9 @@ def report_scores(report: dict[str, Any], test_hash: str) -> Scores:
     )
 
 
-def lineage_labels(model: ModelManifest, run_id: str, scores: Scores, forced: bool) -> dict:
+def lineage_labels(challenger: Challenger, run_id: str, forced: bool) -> dict:
     """The registry labels of an approved model: its own lineage, from its manifest."""
+    model, scores = challenger.model, challenger.scores
     return {
         "approved": "true",
         "data_version": model.text_splits.version,
@@ -107,6 +158,7 @@ def lineage_labels(model: ModelManifest, run_id: str, scores: Scores, forced: bo
         "code_version": model.code_version,
         "metric": f"{scores.metric}={scores.value:.4f}",
         "forced": "true" if forced else "false",
+        "serving_variant": challenger.serving["variant"],
     }
 
 
@@ -141,17 +193,15 @@ class Judgement:
 
 
 def judge(
-    challenger: Scores,
+    challenger: Challenger,
     champion: RegisteredModel | None,
-    y_true: np.ndarray,
-    predicted: np.ndarray,
     config: ApprovalConfig,
     store: ArtifactStore,
-    splits: TextSplitsManifest,
     log: Log,
 ) -> Judgement:
     """The gate's decision on the challenger against `champion` (None: no champion yet)."""
-    rules = config.rules()
+    splits, scores = challenger.splits, challenger.scores
+    y_true = challenger.scored["label"].to_numpy()
     force_reason = config.force_reason.strip() if config.force else None
     reference = paired = None
     unmatched = incomparable = None
@@ -165,73 +215,59 @@ def judge(
             unmatched = f"champion {champion.tag} not compared: {error}"
             log(unmatched)
         else:
-            reference = champion_scores(theirs, y_true, splits, challenger.metric)
+            reference = champion_scores(theirs, y_true, splits, scores.metric)
             paired = PairedDelta(
                 *metrics.paired_bootstrap(
-                    metrics.parse_metric(challenger.metric, splits.label_names),
+                    metrics.parse_metric(scores.metric, splits.label_names),
                     y_true,
-                    predicted,
+                    challenger.scored["predicted"].to_numpy(),
                     theirs,
                     len(splits.label_names),
                     config.bootstrap_resamples,
                     config.bootstrap_seed,
                 )
             )
-    decision = decide(challenger, reference, rules, force_reason, paired, incomparable)
+    decision = decide(scores, reference, config.rules(), force_reason, paired, incomparable)
     if unmatched:
         decision.reasons.insert(0, unmatched)
     return Judgement(decision, champion, reference, paired)
 
 
-def model_folder(
-    scratch: Path,
-    store: ArtifactStore,
-    model: ModelManifest,
-    variants: ServingVariantsManifest,
-    report: dict[str, Any],
-    scored,
-    record: dict[str, Any],
-) -> Path:
+def model_folder(scratch: Path, store: ArtifactStore, challenger: Challenger, record: dict) -> Path:
     """The folder the registry keeps for an approved model: weights, tokenizer and config,
     the ONNX variants and serving.json, the evaluation, its test predictions and the decision."""
     folder = scratch / "model"
-    shutil.copytree(store.local_dir(model.path), folder)
-    shutil.copytree(store.local_dir(variants.path), folder, dirs_exist_ok=True)
-    (folder / "evaluation_report.json").write_text(json.dumps(report, indent=2))
-    scored.select("label", "predicted").write_parquet(folder / TEST_PREDICTIONS)
+    shutil.copytree(store.local_dir(challenger.model.path), folder)
+    shutil.copytree(store.local_dir(challenger.variants.path), folder, dirs_exist_ok=True)
+    (folder / "evaluation_report.json").write_text(json.dumps(challenger.report, indent=2))
+    challenger.scored.select("label", "predicted").write_parquet(folder / TEST_PREDICTIONS)
     (folder / "decision.json").write_text(json.dumps(record, indent=2))
     return folder
 
 
-def registry_metadata(
-    model: ModelManifest,
-    challenger: Scores,
-    report: dict[str, Any],
-    decision: Decision,
-    serving: dict[str, Any],
-    test_hash: str,
-) -> dict[str, Any]:
+def registry_metadata(challenger: Challenger, decision: Decision) -> dict[str, Any]:
+    model, scores, report = challenger.model, challenger.scores, challenger.report
     return {
         "label_names": model.label_names,
         "max_length": model.max_length,
         "base_model": model.base_model,
         "text_splits": model.text_splits.model_dump(),
         "scores": {
-            "metric": challenger.metric,
-            "value": challenger.value,
-            "ci95": list(challenger.ci95),
-            "per_class_f1": challenger.per_class_f1,
-            "test_hash": test_hash,
+            "metric": scores.metric,
+            "value": scores.value,
+            "ci95": list(scores.ci95),
+            "per_class_f1": scores.per_class_f1,
+            "test_hash": challenger.splits.test_hash,
         },
         "metrics": {
-            challenger.metric: challenger.value,
-            f"{challenger.metric}_ci95": list(challenger.ci95),
+            scores.metric: scores.value,
+            f"{scores.metric}_ci95": list(scores.ci95),
             "accuracy": report["model"]["accuracy"],
             "ece": report["model"]["ece"],
             "baseline": report["baseline"]["value"],
         },
         "decision": decision.summary,
-        "serving": serving,
+        "serving": challenger.serving,
     }
 
 
@@ -252,6 +288,102 @@ def approve_if_still_champion(
         lock["waited_s"] += waited_s
         lock["held_s"] += time.monotonic() - held_from
     return current
+
+
+@dataclass
+class GateOutcome:
+    """What the gate decided, the record it keeps, and the model served after it."""
+
+    judged: Judgement
+    record: dict[str, Any]
+    served_labels: dict[str, str]
+    lock: dict[str, float]  # attempts, and the registry lock's wait and hold (s)
+
+
+def decision_record(
+    challenger: Challenger, judged: Judgement, config: ApprovalConfig, run_id: str
+) -> dict[str, Any]:
+    champion = judged.champion
+    return {
+        **judged.decision.to_dict(),
+        "lineage": {
+            "challenger": challenger.lineage(),
+            "champion": ({"tag": champion.tag, **champion.labels} if champion else None),
+        },
+        "dagster_run_id": run_id,
+        "config": config.model_dump(),
+        "served_tag": _tag(champion),
+    }
+
+
+def gate(
+    challenger: Challenger,
+    registry: ModelRegistry,
+    store: ArtifactStore,
+    config: ApprovalConfig,
+    run_id: str,
+    log: Log,
+) -> GateOutcome:
+    """Decide against the champion; an approved challenger is published with no lock held,
+    then approved in one label flip if the champion is still the one it was compared with.
+    A gate that lost that race decides again against the new champion, MAX_ATTEMPTS times."""
+    lock = {"attempts": 0, "waited_s": 0.0, "held_s": 0.0}
+    while True:
+        lock["attempts"] += 1
+        judged = judge(challenger, registry.champion(), config, store, log)
+        log(judged.decision.summary)
+        record = decision_record(challenger, judged, config, run_id)
+        champion = _tag(judged.champion)
+        if not judged.decision.approved:
+            served = dict(judged.champion.labels) if judged.champion else {}
+            return GateOutcome(judged, record, served, lock)
+        labels = lineage_labels(challenger, run_id, judged.decision.forced)
+        record["serving"] = challenger.serving
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = model_folder(Path(scratch), store, challenger, record)
+            tag = registry.publish(folder, labels, registry_metadata(challenger, judged.decision))
+        current = approve_if_still_champion(registry, tag, champion, lock)
+        if current == champion:
+            record["served_tag"] = tag
+            log(f"approved {tag}: the registry's lock was held {lock['held_s'] * 1000:.0f} ms")
+            return GateOutcome(judged, record, labels, lock)
+        registry.discard(tag)
+        if lock["attempts"] >= MAX_ATTEMPTS:
+            raise RuntimeError(
+                f"the champion changed {MAX_ATTEMPTS} times while this gate decided (last "
+                f"{champion} -> {current}); nothing was approved: run approved_model again"
+            )
+        log(
+            f"the champion changed from {champion} to {current} while this gate decided: "
+            "deciding again against the new champion"
+        )
+
+
+def decision_metadata(outcome: GateOutcome, challenger: Challenger) -> dict[str, Any]:
+    """What the UI shows of the decision: the sentence, the rule table, chartable numbers."""
+    decision, scores = outcome.judged.decision, challenger.scores
+    reference, paired, lock = outcome.judged.reference, outcome.judged.paired, outcome.lock
+    return {
+        **(serving_metadata(challenger.serving) if decision.approved else {}),
+        "approved": decision.approved,
+        "forced": decision.forced,
+        "decision": dg.MetadataValue.md(decision_markdown(decision)),
+        "summary": dg.MetadataValue.text(decision.summary),
+        "served_tag": dg.MetadataValue.text(str(outcome.record["served_tag"])),
+        **numeric_metadata(
+            {
+                f"challenger_{scores.metric}": scores.value,
+                f"champion_{scores.metric}": reference.value if reference else None,
+                "delta": scores.value - reference.value if reference else None,
+                "paired_delta_ci_low": paired.low if paired else None,
+                "paired_delta_ci_high": paired.high if paired else None,
+                "registry_lock_held_s": lock["held_s"] if decision.approved else None,
+                "registry_lock_waited_s": lock["waited_s"] if decision.approved else None,
+                "gate_attempts": lock["attempts"],
+            }
+        ),
+        "lineage": dg.MetadataValue.json(outcome.record["lineage"]),
+    }
 
 
 @dg.asset(
@@ -275,121 +407,30 @@ def approved_model(
 ) -> dg.Output[DecisionManifest]:
     if config.force and not config.force_reason.strip():
         raise ValueError("force=True needs force_reason: say why the gate is overridden")
-    model = fine_tuned_model
-    require_trained_on(model, text_splits, "approved_model")
-    require_report_on(evaluation_report, model, "approved_model")
-    require_variants_of(serving_variants, model, "approved_model")
-    require_recorded_champion(context.instance, registry)
-    report = store.read_json(f"{evaluation_report.path}/report.json")
-    challenger = report_scores(report, text_splits.test_hash)
-    scored = store.read_parquet(f"{evaluation_report.path}/predictions.parquet")
-    y_true, predicted = scored["label"].to_numpy(), scored["predicted"].to_numpy()
-    serving = store.read_json(f"{serving_variants.path}/{SERVING_FILE}")
-    lock = {"attempts": 0, "waited_s": 0.0, "held_s": 0.0}
-    while True:
-        lock["attempts"] += 1
-        judged = judge(
-            challenger,
-            registry.champion(),
-            y_true,
-            predicted,
-            config,
-            store,
-            text_splits,
-            context.log.info,
-        )
-        decision, champion = judged.decision, judged.champion
-        context.log.info(decision.summary)
-        lineage = {
-            "challenger": {
-                "fine_tuned_model": model.version,
-                "evaluation_report": evaluation_report.version,
-                "serving_variants": serving_variants.version,
-                "text_splits": text_splits.version,
-                "raw_texts": text_splits.raw_texts_version,
-                "test_hash": text_splits.test_hash,
-                "code_version": model.code_version,
-            },
-            "champion": ({"tag": champion.tag, **champion.labels} if champion else None),
-        }
-        record: dict[str, Any] = {
-            **decision.to_dict(),
-            "lineage": lineage,
-            "dagster_run_id": context.run_id,
-            "config": config.model_dump(),
-            "served_tag": _tag(champion),
-        }
-        served_labels = dict(champion.labels) if champion else {}
-        if not decision.approved:
-            break
-        labels = lineage_labels(model, context.run_id, challenger, decision.forced)
-        labels["serving_variant"] = serving["variant"]
-        record["serving"] = serving
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = model_folder(
-                Path(scratch), store, model, serving_variants, report, scored, record
-            )
-            metadata = registry_metadata(
-                model, challenger, report, decision, serving, text_splits.test_hash
-            )
-            tag = registry.publish(folder, labels, metadata)
-        current = approve_if_still_champion(registry, tag, _tag(champion), lock)
-        if current == _tag(champion):
-            record["served_tag"], served_labels = tag, labels
-            context.log.info(
-                f"approved {tag}: the registry's lock was held {lock['held_s'] * 1000:.0f} ms"
-            )
-            break
-        registry.discard(tag)
-        if lock["attempts"] >= MAX_ATTEMPTS:
-            raise RuntimeError(
-                f"the champion changed {MAX_ATTEMPTS} times while this gate decided (last "
-                f"{_tag(champion)} -> {current}); nothing was approved: run approved_model again"
-            )
-        context.log.info(
-            f"the champion changed from {_tag(champion)} to {current} while this gate decided: "
-            "deciding again against the new champion"
-        )
-
-    version = run_version(model.version, context.run_id)
-    record["registry_lock"] = lock
-    manifest = DecisionManifest.save(
-        store, version, record, decision.approved, record["served_tag"], served_labels
+    challenger = Challenger.load(
+        store, fine_tuned_model, evaluation_report, text_splits, serving_variants
     )
-    judged_model = model_files(store, model.path, {"model_version": model.version})
+    require_recorded_champion(context.instance, registry)
+    outcome = gate(challenger, registry, store, config, context.run_id, context.log.info)
+    decision, record = outcome.judged.decision, outcome.record
+    record["registry_lock"] = outcome.lock
+    manifest = DecisionManifest.save(
+        store,
+        run_version(fine_tuned_model.version, context.run_id),
+        record,
+        decision.approved,
+        record["served_tag"],
+        outcome.served_labels,
+    )
+    judged = model_files(store, fine_tuned_model.path, {"model_version": fine_tuned_model.version})
     tracked = tracker.log_decision(
-        tracking_context(context, text_splits.version, model.version),
+        tracking_context(context, text_splits.version, fine_tuned_model.version),
         DecisionRecord(
             decision.approved,
             decision.summary,
             record,
-            model=judged_model,
-            champion=judged_model if decision.approved else None,
+            model=judged,
+            champion=judged if decision.approved else None,
         ),
     )
-    reference, paired = judged.reference, judged.paired
-    return as_output(
-        manifest,
-        {
-            **(serving_metadata(serving) if decision.approved else {}),
-            "approved": decision.approved,
-            "forced": decision.forced,
-            "decision": dg.MetadataValue.md(decision_markdown(decision)),
-            "summary": dg.MetadataValue.text(decision.summary),
-            "served_tag": dg.MetadataValue.text(str(record["served_tag"])),
-            **numeric_metadata(
-                {
-                    f"challenger_{challenger.metric}": challenger.value,
-                    f"champion_{challenger.metric}": reference.value if reference else None,
-                    "delta": challenger.value - reference.value if reference else None,
-                    "paired_delta_ci_low": paired.low if paired else None,
-                    "paired_delta_ci_high": paired.high if paired else None,
-                    "registry_lock_held_s": lock["held_s"] if decision.approved else None,
-                    "registry_lock_waited_s": lock["waited_s"] if decision.approved else None,
-                    "gate_attempts": lock["attempts"],
-                }
-            ),
-            "lineage": dg.MetadataValue.json(lineage),
-            **location_metadata(tracked),
-        },
-    )
+    return as_output(manifest, decision_metadata(outcome, challenger) | location_metadata(tracked))

@@ -4,7 +4,7 @@ fails in a registry or a service.
 
 - bento/registry.py: the BentoML home and models folder (BentoMLContainer), publishing into a
   staging store (`bentoml.models.create(_model_store=ModelStore(...))`), and the store's layout
-  (`<name>/<version>/model.yaml` with labels, metadata and creation_time; `<name>/latest`),
+  (`<name>/<version>/model.yaml` with labels, metadata and creation_time),
   which relabel() rewrites and read_entries() reads without BentoML.
 - bento/http.py: BentoML's timeout middleware, replaced where the server app looks it up
   (`bentoml._internal.server.http.traffic.TimeoutMiddleware`), and its HTTP app's logger."""
