@@ -1,6 +1,7 @@
 """`evaluation_report`: the fine-tuned model on the test split, with intervals and a baseline."""
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -29,6 +30,7 @@ from assets.model.calibration import reliability_bins, reliability_diagram
 from assets.model.plots import confusion_matrix
 from assets.model.predict import load_classifier, predict
 from assets.plots import markdown_image
+from assets.progress import Log
 from assets.tracking import model_files, tracking_context
 from assets.versioning import run_version, source_version
 
@@ -113,6 +115,124 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One evaluation: the report, the test split with each text's prediction, the
+    probabilities before temperature scaling, and the report as markdown and plots."""
+
+    report: dict[str, Any]
+    predictions: pl.DataFrame
+    raw_probabilities: np.ndarray
+    markdown: str
+    images: dict[str, bytes]  # confusion_matrix, reliability_diagram (PNG)
+
+
+def timed_one_at_a_time(predictor, texts: list[str]) -> np.ndarray:
+    """Milliseconds to answer each of `texts` alone."""
+    latencies = []
+    for text in texts:
+        started = time.perf_counter()
+        predictor.predict_proba([text])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return np.array(latencies)
+
+
+def evaluate(
+    model_dir,
+    model: ModelManifest,
+    splits: TextSplitsManifest,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    config: EvaluationConfig,
+    log: Log,
+) -> Evaluated:
+    """The model in `model_dir` on the test split against a TF-IDF baseline trained on train."""
+    label_names = model.label_names
+    texts, y_true = test["text"].to_list(), test["label"].to_numpy()
+    predictor = load_classifier(model_dir, model.max_length, micro_batch=config.batch_size)
+    predictions = predict(predictor, texts, log, "test split")
+    latencies = timed_one_at_a_time(predictor, texts[: config.latency_samples])
+    log("scoring the TF-IDF baseline")
+    baseline = tfidf_logistic_regression(train["text"].to_list(), train["label"].to_list(), texts)
+    calibrated, raw = predictions.probabilities, predictions.raw_probabilities
+    report = {
+        "metric": config.metric,
+        "test_rows": len(texts),
+        "label_names": label_names,
+        "model": score_predictions(y_true, calibrated, label_names, config),
+        "calibration": {
+            "temperature": predictions.temperature,
+            "ece_before": metrics.expected_calibration_error(raw, y_true),
+            "ece_after": metrics.expected_calibration_error(calibrated, y_true),
+        },
+        "baseline": score_predictions(
+            y_true, np.eye(len(label_names))[baseline], label_names, config
+        ),
+        "speed": {
+            "samples_per_s": len(texts) / predictions.seconds,
+            "latency_ms_p50": float(np.percentile(latencies, 50)),
+            "latency_ms_p95": float(np.percentile(latencies, 95)),
+        },
+        "lineage": {
+            "fine_tuned_model": model.version,
+            "text_splits": splits.version,
+            "test_hash": splits.test_hash,
+        },
+    }
+    report["delta_vs_baseline"] = report["model"]["value"] - report["baseline"]["value"]
+    curves = {"before scaling": raw, f"T = {predictions.temperature:.2f}": calibrated}
+    images = {
+        "confusion_matrix": confusion_matrix(np.array(report["model"]["confusion"]), label_names),
+        "reliability_diagram": reliability_diagram(curves, y_true),
+    }
+    scored = test.with_columns(
+        predicted=pl.Series(predictions.labels, dtype=pl.Int64),
+        probabilities=pl.Series(predictions.probabilities.tolist(), dtype=pl.List(pl.Float32)),
+    )
+    return Evaluated(report, scored, raw, render_markdown(report), images)
+
+
+def save_evaluation(store: ArtifactStore, prefix: str, evaluated: Evaluated) -> None:
+    store.write_json(f"{prefix}/report.json", evaluated.report)
+    store.write_bytes(f"{prefix}/report.md", (evaluated.markdown + "\n").encode())
+    store.write_bytes(f"{prefix}/confusion_matrix.png", evaluated.images["confusion_matrix"])
+    store.write_bytes(f"{prefix}/reliability.png", evaluated.images["reliability_diagram"])
+    store.write_parquet(f"{prefix}/predictions.parquet", evaluated.predictions)
+
+
+def report_metadata(evaluated: Evaluated) -> dict[str, Any]:
+    """What the UI shows of the report: chartable numbers, the markdown, the plots."""
+    report = evaluated.report
+    metric, scores = report["metric"], report["model"]
+    return {
+        **numeric_metadata(
+            {
+                metric: scores["value"],
+                f"{metric}_ci_low": scores["ci95"][0],
+                f"{metric}_ci_high": scores["ci95"][1],
+                "accuracy": scores["accuracy"],
+                "ece": scores["ece"],
+                "ece_before_scaling": report["calibration"]["ece_before"],
+                "temperature": report["calibration"]["temperature"],
+                f"baseline_{metric}": report["baseline"]["value"],
+                "delta_vs_baseline": report["delta_vs_baseline"],
+                **{f"f1/{name}": row["f1"] for name, row in scores["per_class"].items()},
+                **report["speed"],
+                "test_rows": report["test_rows"],
+            }
+        ),
+        # the official metric by name, beside its value (the key above is the name too)
+        "metric": dg.MetadataValue.text(metric),
+        "report": dg.MetadataValue.md(evaluated.markdown),
+        **{
+            name: dg.MetadataValue.md(markdown_image(png, name.replace("_", " ")))
+            for name, png in evaluated.images.items()
+        },
+        "fine_tuned_model_version": dg.MetadataValue.text(report["lineage"]["fine_tuned_model"]),
+        "text_splits_version": dg.MetadataValue.text(report["lineage"]["text_splits"]),
+    }
+
+
 @dg.asset(
     group_name="model",
     kinds={"pytorch", "scikitlearn"},
@@ -130,140 +250,53 @@ def evaluation_report(
     text_splits: TextSplitsManifest,
 ) -> dg.Output[ReportManifest]:
     require_trained_on(fine_tuned_model, text_splits, "evaluation_report")
-    label_names = fine_tuned_model.label_names
-    metrics.parse_metric(config.metric, label_names)  # a metric naming other classes stops here
-    train = store.read_parquet(text_splits.paths["train"])
-    test = store.read_parquet(text_splits.paths["test"])
-    texts, y_true = test["text"].to_list(), test["label"].to_numpy()
-
-    predictor = load_classifier(
+    # a metric naming other classes stops here, before the model loads
+    metrics.parse_metric(config.metric, fine_tuned_model.label_names)
+    evaluated = evaluate(
         store.local_dir(fine_tuned_model.path),
-        fine_tuned_model.max_length,
-        micro_batch=config.batch_size,
+        fine_tuned_model,
+        text_splits,
+        store.read_parquet(text_splits.paths["train"]),
+        store.read_parquet(text_splits.paths["test"]),
+        config,
+        context.log.info,
     )
-    predictions = predict(predictor, texts, context.log.info, "test split")
-    latencies = []
-    for text in texts[: config.latency_samples]:
-        started = time.perf_counter()
-        predictor.predict_proba([text])
-        latencies.append((time.perf_counter() - started) * 1000)
-    context.log.info("scoring the TF-IDF baseline")
-    baseline_pred = tfidf_logistic_regression(
-        train["text"].to_list(), train["label"].to_list(), texts
-    )
-    baseline_probabilities = np.eye(len(label_names))[baseline_pred]
-
-    calibrated, raw = predictions.probabilities, predictions.raw_probabilities
-    report = {
-        "metric": config.metric,
-        "test_rows": len(texts),
-        "label_names": label_names,
-        "model": score_predictions(y_true, calibrated, label_names, config),
-        "calibration": {
-            "temperature": predictions.temperature,
-            "ece_before": metrics.expected_calibration_error(raw, y_true),
-            "ece_after": metrics.expected_calibration_error(calibrated, y_true),
-        },
-        "baseline": score_predictions(y_true, baseline_probabilities, label_names, config),
-        "speed": {
-            "samples_per_s": len(texts) / predictions.seconds,
-            "latency_ms_p50": float(np.percentile(latencies, 50)),
-            "latency_ms_p95": float(np.percentile(latencies, 95)),
-        },
-        "lineage": {
-            "fine_tuned_model": fine_tuned_model.version,
-            "text_splits": text_splits.version,
-            "test_hash": text_splits.test_hash,
-        },
-        "dagster_run_id": context.run_id,
-    }
-    report["delta_vs_baseline"] = report["model"]["value"] - report["baseline"]["value"]
-    markdown = render_markdown(report)
-    matrix_png = confusion_matrix(np.array(report["model"]["confusion"]), label_names)
-    reliability_png = reliability_diagram(
-        {"before scaling": raw, f"T = {predictions.temperature:.2f}": calibrated}, y_true
-    )
-    predictions_frame = test.with_columns(
-        predicted=pl.Series(predictions.labels, dtype=pl.Int64),
-        probabilities=pl.Series(predictions.probabilities.tolist(), dtype=pl.List(pl.Float32)),
-    )
-
+    evaluated.report["dagster_run_id"] = context.run_id
     # One report per evaluation run: its numbers (latency at least) are the run's own.
     version = run_version(fine_tuned_model.version, context.run_id)
     prefix = f"evaluation_report/{version}"
-    store.write_json(f"{prefix}/report.json", report)
-    store.write_bytes(f"{prefix}/report.md", (markdown + "\n").encode())
-    store.write_bytes(f"{prefix}/confusion_matrix.png", matrix_png)
-    store.write_bytes(f"{prefix}/reliability.png", reliability_png)
-    store.write_parquet(f"{prefix}/predictions.parquet", predictions_frame)
+    save_evaluation(store, prefix, evaluated)
     tracked = tracker.log_evaluation(
         tracking_context(context, text_splits.version, fine_tuned_model.version),
         model_files(store, fine_tuned_model.path, {"model_version": fine_tuned_model.version}),
-        tracked_evaluation(
-            report,
-            predictions_frame,
-            raw,
-            {"confusion_matrix_plot": matrix_png, "reliability_diagram": reliability_png},
-            config.tracked_predictions,
-        ),
+        tracked_evaluation(evaluated, config.tracked_predictions),
     )
-
     manifest = ReportManifest(
         version=version,
         path=prefix,
         metric=config.metric,
-        value=report["model"]["value"],
+        value=evaluated.report["model"]["value"],
         model_version=fine_tuned_model.version,
         text_splits_version=text_splits.version,
         test_hash=text_splits.test_hash,
     )
-    model_scores = report["model"]
     return as_output(
         manifest,
-        {
-            **numeric_metadata(
-                {
-                    config.metric: model_scores["value"],
-                    f"{config.metric}_ci_low": model_scores["ci95"][0],
-                    f"{config.metric}_ci_high": model_scores["ci95"][1],
-                    "accuracy": model_scores["accuracy"],
-                    "ece": model_scores["ece"],
-                    "ece_before_scaling": report["calibration"]["ece_before"],
-                    "temperature": predictions.temperature,
-                    f"baseline_{config.metric}": report["baseline"]["value"],
-                    "delta_vs_baseline": report["delta_vs_baseline"],
-                    **{
-                        f"f1/{name}": scores["f1"]
-                        for name, scores in model_scores["per_class"].items()
-                    },
-                    **report["speed"],
-                    "test_rows": len(texts),
-                }
-            ),
-            # the official metric by name, beside its value (the key above is the name too)
-            "metric": dg.MetadataValue.text(config.metric),
-            "report": dg.MetadataValue.md(markdown),
-            "confusion_matrix": dg.MetadataValue.md(markdown_image(matrix_png, "confusion matrix")),
-            "reliability_diagram": dg.MetadataValue.md(
-                markdown_image(reliability_png, "reliability diagram")
-            ),
-            "fine_tuned_model_version": dg.MetadataValue.text(fine_tuned_model.version),
-            "text_splits_version": dg.MetadataValue.text(text_splits.version),
-            "path": dg.MetadataValue.path(store.uri(prefix)),
-            **location_metadata(tracked),
-        },
+        report_metadata(evaluated)
+        | {"path": dg.MetadataValue.path(store.uri(prefix))}
+        | location_metadata(tracked),
     )
 
 
-def tracked_evaluation(
-    report: dict[str, Any],
-    predictions: pl.DataFrame,
-    raw_probabilities: np.ndarray,
-    images: dict[str, bytes],
-    sample: int,
-) -> Evaluation:
+def tracked_evaluation(evaluated: Evaluated, sample: int) -> Evaluation:
     """The report as the tracker shows it: headline numbers, the confusion matrix, the
     per-class table, a seeded sample of test predictions, calibration per confidence bin."""
+    report, predictions = evaluated.report, evaluated.predictions
+    raw_probabilities = evaluated.raw_probabilities
+    images = {
+        "confusion_matrix_plot": evaluated.images["confusion_matrix"],
+        "reliability_diagram": evaluated.images["reliability_diagram"],
+    }
     names = report["label_names"]
     y_true = predictions["label"].to_numpy()
     calibrated = np.array(predictions["probabilities"].to_list())
