@@ -1,6 +1,7 @@
 """`drift_report`: served traffic compared with the training split of the model that served it."""
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -229,6 +230,79 @@ def served_model_rows(served: pl.DataFrame) -> tuple[str, pl.DataFrame]:
     return tag, served.filter(pl.col("model_tag") == tag)
 
 
+@dataclass
+class DriftJudgement:
+    """What drift_report found: its report (report.json), the files beside it, and the UI's
+    view of it."""
+
+    report: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)  # report.md, lengths.png
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        return self.report["summary"]
+
+
+def too_little_traffic(predictions: int, model_tag: str | None, config: DriftConfig):
+    """Too little traffic to judge: a report that says so, not a failure (a fresh deployment)."""
+    summary = (
+        f"not enough traffic yet: {predictions} predictions"
+        + (f" of {model_tag}" if model_tag else "")
+        + f"; drift is judged from {config.min_predictions} (min_predictions)"
+    )
+    report = {"judged": False, "drifted": False, "reasons": [], "summary": summary}
+    return DriftJudgement(
+        report, metadata={"report": dg.MetadataValue.md(f"**{summary.replace(': ', '**: ', 1)}")}
+    )
+
+
+def judge_drift(
+    served: pl.DataFrame,
+    model_tag: str,
+    serving_log: ServingLogManifest,
+    registry: ModelRegistry,
+    store: ArtifactStore,
+    config: DriftConfig,
+) -> DriftJudgement:
+    """The traffic `model_tag` served against the training split it learned from."""
+    served_by = registry.get(model_tag)
+    if "text_splits" not in served_by.metadata:
+        raise MissingArtifactError(
+            f"{model_tag} carries no text_splits lineage in the model store; approve a model "
+            "with this version of textops to monitor it"
+        )
+    splits = TextSplitsManifest.model_validate(served_by.metadata["text_splits"])
+    train = store.read_parquet(splits.paths["train"])
+    model, tokenizer = load_encoder(served_by.path)
+    findings = drift_findings(
+        train, served, splits.label_names, config, tokenizer, model,
+        int(served_by.metadata["max_length"]), logged_texts(serving_log, model_tag),
+    )  # fmt: skip
+    reasons = [name for name, f in findings.items() if f["drift"]]
+    markdown = drift_markdown(findings, served.height, bool(reasons))
+    plot = length_histograms(
+        train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy()
+    )
+    report = {
+        "judged": True,
+        "drifted": bool(reasons),
+        "reasons": reasons,
+        "summary": markdown.split("\n")[0].replace("**", ""),
+        "findings": findings,
+        "model": model_tag,
+        "text_splits": splits.version,
+    }
+    metadata = {
+        "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
+        "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
+        "model_tag": dg.MetadataValue.text(model_tag),
+        "text_splits_version": dg.MetadataValue.text(splits.version),
+        **numeric_metadata({name: float(f["value"]) for name, f in findings.items()}),
+    }
+    return DriftJudgement(report, {"report.md": markdown.encode(), "lengths.png": plot}, metadata)
+
+
 @dg.asset(
     group_name="monitoring",
     kinds={"polars"},
@@ -246,101 +320,42 @@ def drift_report(
     serving_log: ServingLogManifest,
 ) -> dg.Output[DriftManifest]:
     logged = store.read_parquet(serving_log.path)
-    version = run_version(serving_log.version, context.run_id)
-    prefix = f"drift_report/{version}"
     model_tag, served = served_model_rows(logged) if logged.height else (None, logged)
-    # the latency of the model judged, as the service logged it (request percentiles, ms)
-    latency = numeric_metadata(
-        {
-            f"latency_ms_{p}": serving_log.latency_ms.get(model_tag or "", {}).get(p)
-            for p in ("p50", "p95", "p99")
-        }
-    )
     if served.height < config.min_predictions:
-        # Too little traffic to judge: a report that says so, not a failure (a fresh deployment).
-        summary = (
-            f"**not enough traffic yet**: {served.height} predictions"
-            + (f" of {model_tag}" if model_tag else "")
-            + f"; drift is judged from {config.min_predictions} (min_predictions)"
-        )
-        report = {"judged": False, "drifted": False, "reasons": [], "summary": summary}
-        store.write_json(f"{prefix}/report.json", report | {"serving_log": serving_log.version})
-        context.log.info(summary.replace("**", ""))
-        manifest = DriftManifest(
-            version=version,
-            path=f"{prefix}/report.json",
-            judged=False,
-            drifted=False,
-            reasons=[],
-            predictions=served.height,
-            model_tag=model_tag,
-        )
-        return as_output(
-            manifest,
-            {
-                "drifted": False,
-                "judged": False,
-                "reasons": dg.MetadataValue.json([]),
-                "report": dg.MetadataValue.md(summary),
-                **numeric_metadata({"served_predictions": served.height}),
-                **latency,
-            },
-        )
-    served_by = registry.get(model_tag)
-    if "text_splits" not in served_by.metadata:
-        raise MissingArtifactError(
-            f"{model_tag} carries no text_splits lineage in the model store; approve a model "
-            "with this version of textops to monitor it"
-        )
-    splits = TextSplitsManifest.model_validate(served_by.metadata["text_splits"])
-    train = store.read_parquet(splits.paths["train"])
-    model, tokenizer = load_encoder(served_by.path)
-    max_length = int(served_by.metadata["max_length"])
-    texts = logged_texts(serving_log, model_tag)
-    findings = drift_findings(
-        train, served, splits.label_names, config, tokenizer, model, max_length, texts
-    )
-    drifted = any(f["drift"] for f in findings.values())
-    reasons = [name for name, f in findings.items() if f["drift"]]
-    markdown = drift_markdown(findings, served.height, drifted)
-    plot = length_histograms(
-        train["text"].str.len_chars().to_numpy(), served["text_length"].to_numpy()
-    )
-    report = {
-        "judged": True,
-        "drifted": drifted,
-        "reasons": reasons,
-        "findings": findings,
-        "serving_log": serving_log.version,
-        "model": model_tag,
-        "text_splits": splits.version,
-        "other_models_rows": logged.height - served.height,
-    }
-    store.write_json(f"{prefix}/report.json", report)
-    store.write_bytes(f"{prefix}/report.md", markdown.encode())
-    store.write_bytes(f"{prefix}/lengths.png", plot)
-    context.log.info(markdown.split("\n")[0])
-    metadata: dict[str, Any] = {
-        "drifted": drifted,
-        "judged": True,
-        "reasons": dg.MetadataValue.json(reasons),
-        "report": dg.MetadataValue.md(markdown + "\n\n" + markdown_image(plot, "text lengths")),
-        "findings": dg.MetadataValue.json(json.loads(json.dumps(findings, default=float))),
-        "model_tag": dg.MetadataValue.text(model_tag),
-        "text_splits_version": dg.MetadataValue.text(splits.version),
-    }
-    metadata |= numeric_metadata(
-        {"served_predictions": served.height}
-        | {name: float(f["value"]) for name, f in findings.items()}
-    )
-    metadata |= latency
+        judged = too_little_traffic(served.height, model_tag, config)
+    else:
+        judged = judge_drift(served, model_tag, serving_log, registry, store, config)
+    judged.report |= {"serving_log": serving_log.version}
+    if judged.report["judged"]:
+        judged.report["other_models_rows"] = logged.height - served.height
+    prefix = f"drift_report/{run_version(serving_log.version, context.run_id)}"
+    store.write_json(f"{prefix}/report.json", judged.report)
+    for name, content in judged.files.items():
+        store.write_bytes(f"{prefix}/{name}", content)
+    context.log.info(judged.headline)
     manifest = DriftManifest(
-        version=version,
+        version=prefix.split("/", 1)[1],
         path=f"{prefix}/report.json",
-        judged=True,
-        drifted=drifted,
-        reasons=reasons,
+        judged=judged.report["judged"],
+        drifted=judged.report["drifted"],
+        reasons=judged.report["reasons"],
         predictions=served.height,
         model_tag=model_tag,
     )
-    return as_output(manifest, metadata)
+    return as_output(
+        manifest,
+        {
+            "drifted": manifest.drifted,
+            "judged": manifest.judged,
+            "reasons": dg.MetadataValue.json(manifest.reasons),
+            **judged.metadata,
+            **numeric_metadata({"served_predictions": served.height}),
+            **latency_metadata(serving_log, model_tag),
+        },
+    )
+
+
+def latency_metadata(serving_log: ServingLogManifest, model_tag: str | None) -> dict[str, Any]:
+    """The latency of the model judged, as the service logged it (request percentiles, ms)."""
+    latency = serving_log.latency_ms.get(model_tag or "", {})
+    return numeric_metadata({f"latency_ms_{p}": latency.get(p) for p in ("p50", "p95", "p99")})
