@@ -77,6 +77,51 @@ class ServingLogConfig(dg.Config):
     )
 
 
+def read_served(directory: str, since: float, window_hours: float) -> tuple[WindowRead, str]:
+    """The window of the log at `directory`, with a sentence saying what it held. Before any
+    traffic the log is empty, not missing: a fresh deployment materializes it."""
+    if not directory:
+        empty = WindowRead(pl.DataFrame(schema=LOG_SCHEMA), 0, 0, 0)
+        return empty, "the service's prediction log is off (TEXTOPS_SERVING_LOG=off)"
+    if not location(directory).is_dir():
+        empty = WindowRead(pl.DataFrame(schema=LOG_SCHEMA), 0, 0, 0)
+        return empty, f"the service has not logged anything yet at {directory}"
+    read = read_window(directory, since)
+    note = (
+        f"{read.frame.height} predictions since "
+        f"{datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC at {directory}"
+        if read.frame.height
+        else f"no predictions in the last {window_hours:g} h at {directory}"
+    )
+    return read, note
+
+
+def log_metadata(read: WindowRead, note: str, window_hours: float, latency: dict) -> dict:
+    """What the UI shows of the window: counts, the serving model's latency, the note."""
+    frame = read.frame
+    # the model that served the newest prediction: the one serving now
+    newest = latency.get(frame["model_tag"][-1], {}) if frame.height else {}
+    metadata = {
+        **numeric_metadata(
+            {
+                "dagster/row_count": frame.height,
+                "predictions": frame.height,
+                "torn_lines_skipped": read.torn,
+                "files_read": read.files,
+                "mb_read": read.bytes / 1e6,
+                "window_hours": window_hours,
+                **{f"latency_ms_{p}": newest.get(p) for p in PERCENTILES},
+            }
+        ),
+        "note": dg.MetadataValue.text(note),
+        "models": dg.MetadataValue.json(sorted(frame["model_tag"].unique().to_list())),
+        "label_counts": dg.MetadataValue.json(dict(frame.group_by("label").len().iter_rows())),
+    }
+    if latency:
+        metadata["latency"] = dg.MetadataValue.md(latency_markdown(latency))
+    return metadata
+
+
 @dg.asset(
     group_name="monitoring",
     kinds={"polars", "parquet"},
@@ -96,36 +141,20 @@ def serving_log(
     now = datetime.now(UTC)
     window_hours = config.window_hours or env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS)
     since = (now - timedelta(hours=window_hours)).timestamp()
-    # Before any traffic the log is empty, not missing: a fresh deployment materializes it.
-    if not directory:
-        read = WindowRead(pl.DataFrame(schema=LOG_SCHEMA), 0, 0, 0)
-        note = "the service's prediction log is off (TEXTOPS_SERVING_LOG=off)"
-    elif not location(directory).is_dir():
-        read = WindowRead(pl.DataFrame(schema=LOG_SCHEMA), 0, 0, 0)
-        note = f"the service has not logged anything yet at {directory}"
-    else:
-        read = read_window(directory, since)
-        note = (
-            f"{read.frame.height} predictions since "
-            f"{datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC at {directory}"
-            if read.frame.height
-            else f"no predictions in the last {window_hours:g} h at {directory}"
-        )
-    frame = read.frame
+    read, note = read_served(directory, since, window_hours)
     version = run_version(str(int(now.timestamp())), context.run_id)
     path = f"serving_log/{version}/serving_log.parquet"
-    store.write_parquet(path, frame.drop("text"))
+    store.write_parquet(path, read.frame.drop("text"))
     deleted = delete_old_copies(store, now.timestamp() - config.keep_hours * 3600, version)
-    models = sorted(frame["model_tag"].unique().to_list())
-    latency = latency_percentiles(frame)
+    latency = latency_percentiles(read.frame)
     manifest = ServingLogManifest(
         version=version,
         path=path,
         since=since,
         until=now.timestamp(),
-        rows=frame.height,
+        rows=read.frame.height,
         log_dir=directory,
-        model_tags=models,
+        model_tags=sorted(read.frame["model_tag"].unique().to_list()),
         latency_ms=latency,
     )
     context.log.info(
@@ -133,24 +162,4 @@ def serving_log(
         f"{read.torn} torn lines skipped; {deleted} copies older than {config.keep_hours:g} h "
         "deleted"
     )
-    # the model that served the newest prediction: the one serving now
-    newest = latency.get(frame["model_tag"][-1], {}) if frame.height else {}
-    metadata = {
-        **numeric_metadata(
-            {
-                "dagster/row_count": frame.height,
-                "predictions": frame.height,
-                "torn_lines_skipped": read.torn,
-                "files_read": read.files,
-                "mb_read": read.bytes / 1e6,
-                "window_hours": window_hours,
-                **{f"latency_ms_{p}": newest.get(p) for p in PERCENTILES},
-            }
-        ),
-        "note": dg.MetadataValue.text(note),
-        "models": dg.MetadataValue.json(models),
-        "label_counts": dg.MetadataValue.json(dict(frame.group_by("label").len().iter_rows())),
-    }
-    if latency:
-        metadata["latency"] = dg.MetadataValue.md(latency_markdown(latency))
-    return as_output(manifest, metadata)
+    return as_output(manifest, log_metadata(read, note, window_hours, latency))
