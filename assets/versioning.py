@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 # Packages whose source decides what an asset computes; library code is pinned by the install.
-FIRST_PARTY = ("assets", "data_checks", "bento")
+FIRST_PARTY = ("assets", "data_checks", "bento", "textops_core")
 
 
 def frame_hash(frame: pl.DataFrame) -> str:

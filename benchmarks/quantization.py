@@ -68,7 +68,7 @@ class Timed:
 
     def __init__(self, path: Path, model_dir: Path, texts, max_length: int):
         from assets.serving.export import answer_alone
-        from bento.inference import (
+        from textops_core.inference import (
             OnnxClassifier,
             Predictor,
             TextEncoder,
@@ -181,7 +181,7 @@ def main() -> None:
     from assets.model.predict import load_classifier, predict
     from assets.serving.export import EXPORT_ATTENTION, export_onnx
     from assets.serving.variants import ServingVariantsConfig
-    from bento.inference import label_names, serving_settings
+    from textops_core.inference import label_names, serving_settings
 
     if args.model_tag:
         import bentoml

@@ -38,7 +38,7 @@ PUBLISH = """
 import shutil, sys, tempfile
 from pathlib import Path
 import bentoml
-from bento.registry import approve, publish_pending
+from textops_core.registry import approve, publish_pending
 served = bentoml.models.get(sys.argv[1])
 scratch = Path(tempfile.mkdtemp()) / "model"
 shutil.copytree(served.path, scratch, ignore=shutil.ignore_patterns("model.yaml", "checksums.json"))
@@ -49,7 +49,7 @@ approve(tag)
 """
 WITHDRAW = """
 import sys
-from bento.registry import withdraw
+from textops_core.registry import withdraw
 withdraw(sys.argv[1], "benchmark rollback", "benchmark")
 """
 
@@ -139,7 +139,7 @@ class Memory:
 def phases(home: Path, tag: str, started: float) -> dict[str, float]:
     """Seconds from the approval (or withdrawal) to the deciding worker reading it, from there to
     every worker having loaded and verified it, and to its promotion (shadow included)."""
-    from bento.rollout import read_history
+    from textops_core.rollout import read_history
 
     events = [e for e in read_history(home / "textops-rollout" / "default") if e["ts"] >= started]
     at = {e["event"]: e["ts"] for e in events if e.get("tag") == tag}
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--model-tag", default="", help="the model copied (default: the newest)")
     args = parser.parse_args()
 
-    from bento.registry import models_dir, serving_tag
+    from textops_core.registry import models_dir, serving_tag
 
     tag = args.model_tag or serving_tag()
     home = Path(tempfile.mkdtemp(prefix="textops-rollout-bench-"))

@@ -199,7 +199,7 @@ def load(url: str, script: Path, concurrency: int, seconds: float, warm_up: bool
 
 def ceiling(model_dir: str, variant: str, texts: list[str], seconds: float) -> float:
     """Texts/s of a variant in-process: length-sorted batches of 32, tokenization included."""
-    from bento.inference import load_predictor, serving_settings
+    from textops_core.inference import load_predictor, serving_settings
 
     max_length = int(serving_settings(Path(model_dir)).get("max_length", 128))
     predictor = load_predictor(Path(model_dir), max_length, variant, micro_batch=32)
@@ -244,7 +244,7 @@ def main() -> None:
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     import bentoml
 
-    from bento.registry import serving_tag
+    from textops_core.registry import serving_tag
 
     tag = args.model_tag or serving_tag()
     model_dir = bentoml.models.get(tag).path

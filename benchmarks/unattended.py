@@ -317,7 +317,7 @@ KILLED_REGISTRATION = """
 import shutil, sys, tempfile, time
 from pathlib import Path
 import bentoml
-from bento.registry import latest_approved, publish_pending
+from textops_core.registry import latest_approved, publish_pending
 served = latest_approved()
 scratch = Path(tempfile.mkdtemp()) / "model"
 shutil.copytree(served.path, scratch, ignore=shutil.ignore_patterns("model.yaml", "checksums.json"))

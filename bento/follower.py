@@ -1,7 +1,8 @@
 """The thread in each service worker that keeps it on the deployment's live model: it reads the
 rollout state every poll, loads and verifies the candidate and the live model off the request
 path, switches the worker's model in one assignment, reports what it loaded and measured, and,
-in the worker that holds the leader lock, reads the registry and decides (bento/rollout.py)."""
+in the worker that holds the leader lock, reads the registry and decides
+(textops_core/rollout.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bento.live import NotServable, ServedModel, release_memory
-from bento.registry import (
+from textops_core.live import NotServable, ServedModel, release_memory
+from textops_core.registry import (
     MODEL_NAME,
     StoredEntry,
     approved_entries,
@@ -24,7 +25,7 @@ from bento.registry import (
     skipped_entries,
     withdraw,
 )
-from bento.rollout import (
+from textops_core.rollout import (
     STATE_FILE,
     WITHDRAWN_BY,
     WORKERS_DIR,
@@ -296,7 +297,7 @@ class Follower:
             return Champion(None, any(e.tag == live for e in approved), False, {})
         champion = servable[0]
         live_entry = next((e for e in self._entries() if e.tag == live), None)
-        from bento.live import read_verification
+        from textops_core.live import read_verification
 
         try:
             mix = (read_verification(champion.path) or {}).get("label_mix", {})

@@ -264,7 +264,7 @@ HEADER_TIMEOUT_ENV = "TEXTOPS_HEADER_TIMEOUT_S"
 
 def connection_timeouts() -> tuple[float, float]:
     """(idle, header) deadlines of a connection, in seconds, from the environment."""
-    from bento.settings import env_seconds
+    from textops_core.settings import env_seconds
 
     return env_seconds(IDLE_TIMEOUT_ENV, 5.0), env_seconds(HEADER_TIMEOUT_ENV, 10.0)
 

@@ -8,11 +8,11 @@ limit get 413 before they are read, bodies that are not JSON 415 before they are
 connection that brings no request within the idle timeout is closed, and one whose request
 headers take longer than the header timeout gets 408 and is closed.
 
-The service follows the registry's champion by itself (bento/follower.py, bento/rollout.py): a
-new champion is loaded and verified off the request path by every worker, answers live traffic
-in shadow (its answers logged, never returned), and is promoted, every worker switching within a
-poll, or withdrawn with the reason; a rollback is served as soon as it is verified. Each request
-is answered wholly by one model, and each answer names it. With TEXTOPS_MODEL_TAG set (or
+The service follows the registry's champion by itself (bento/follower.py, textops_core/rollout.py):
+a new champion is loaded and verified off the request path by every worker, answers live traffic in
+shadow (its answers logged, never returned), and is promoted, every worker switching within a poll,
+or withdrawn with the reason; a rollback is served as soon as it is verified. Each request is
+answered wholly by one model, and each answer names it. With TEXTOPS_MODEL_TAG set (or
 TEXTOPS_FOLLOW=off, and by default in a built image given no store to follow) it serves one model
 until it is restarted. Predictions are logged on a thread of their own after they are answered; a
 log that cannot be written is counted (textops_prediction_log_failed_records_total on /metrics)
@@ -54,7 +54,7 @@ from bento.http import (
     use_answered_timeout,
     use_connection_deadlines,
 )
-from bento.live import (
+from textops_core.live import (
     ModelNotInStore,
     NotServable,
     ServedModel,
@@ -62,7 +62,7 @@ from bento.live import (
     not_in_store,
     variant_pin,
 )
-from bento.registry import (
+from textops_core.registry import (
     PINNED_TAG_ENV,
     NoApprovedModelError,
     StoredEntry,
@@ -74,9 +74,9 @@ from bento.registry import (
     serving_tag,
     skipped_entries,
 )
-from bento.rollout import RolloutSettings, read_state
-from bento.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
-from bento.settings import env_int
+from textops_core.rollout import RolloutSettings, read_state
+from textops_core.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
+from textops_core.settings import env_int
 
 logger = logging.getLogger("textops.service")
 

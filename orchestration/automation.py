@@ -21,7 +21,7 @@ import yaml
 from assets.data.raw import landing_location
 from assets.data.sources.landing import MAX_BYTES_ENV as LANDING_MAX_BYTES_ENV
 from assets.data.sources.landing import LandedFile, landed_files, landing_max_bytes
-from bento.settings import env_positive_float
+from textops_core.settings import env_positive_float
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 DEFAULT_MONITOR_CRON = "0 * * * *"  # hourly

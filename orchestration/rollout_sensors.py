@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from bento.rollout import read_history, read_state
-from bento.settings import env_positive_float
+from textops_core.rollout import read_history, read_state
+from textops_core.settings import env_positive_float
 
 SERVED_MODEL = dg.AssetKey("served_model")
 DRIFT_REPORT = dg.AssetKey("drift_report")
@@ -27,7 +27,7 @@ def rollout_folders() -> list[Path]:
     BentoML home's textops-rollout/."""
     if folder := os.environ.get("TEXTOPS_ROLLOUT_DIR", "").strip():
         return [Path(folder)]
-    from bento.registry import bentoml_home
+    from textops_core.registry import bentoml_home
 
     root = bentoml_home() / "textops-rollout"
     return sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []

@@ -331,7 +331,7 @@ def copied_model_store(approved_graph, tmp_path, model_store_at):
     in the session's store, and approve nothing into it."""
     import dagster as dg
 
-    from bento.registry import approved_models
+    from textops_core.registry import approved_models
 
     home = tmp_path / "bentoml"
     (home / "models").mkdir(parents=True)

@@ -188,3 +188,28 @@ def test_every_variable_the_code_reads_is_documented():
             named |= set(re.findall(r"\"(TEXTOPS_[A-Z0-9_]+)\"", module.read_text()))
     assert len(named) > 40
     assert sorted(n for n in named - internal if f"`{n}`" not in documented) == []
+
+
+def test_the_service_is_imported_by_nothing_and_the_core_imports_no_stage():
+    """bento/ is the service alone: the pipeline reaches what it shares with the service through
+    textops_core/, which itself imports neither the pipeline nor the service."""
+    import ast
+
+    def imported(folder: str) -> set[tuple[str, str]]:
+        found = set()
+        for module in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(module.read_text())):
+                names = (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else []
+                )
+                found |= {(str(module.relative_to(ROOT)), n.split(".")[0]) for n in names}
+        return found
+
+    pipeline = imported("assets") | imported("orchestration") | imported("data_checks")
+    assert sorted(m for m, top in pipeline if top == "bento") == []
+    core = imported("textops_core")
+    assert sorted(m for m, top in core if top in {"assets", "orchestration", "bento"}) == []

@@ -33,7 +33,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def calibration_summary(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
     """NLL and expected calibration error before (T = 1) and after scaling."""
-    from bento.inference import softmax
+    from textops_core.inference import softmax
 
     return {
         "temperature": temperature,

@@ -1,5 +1,5 @@
 """Batched prediction for training, evaluation, approval and export, through the service's own
-inference loop (bento/inference.py), with progress lines and the wall time it took."""
+inference loop (textops_core/inference.py), with progress lines and the wall time it took."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ class Predictions:
     @property
     def probabilities(self) -> np.ndarray:
         """Calibrated: what the service returns."""
-        from bento.inference import softmax
+        from textops_core.inference import softmax
 
         return softmax(self.logits, self.temperature)
 
     @property
     def raw_probabilities(self) -> np.ndarray:
         """At temperature 1, before calibration."""
-        from bento.inference import softmax
+        from textops_core.inference import softmax
 
         return softmax(self.logits)
 
@@ -44,9 +44,9 @@ def load_classifier(
     micro_batch: int = 64,
     temperature: float | None = None,
 ):
-    """A `bento.inference.Predictor` of a saved model on one serving variant, at the model's
+    """A `textops_core.inference.Predictor` of a saved model on one serving variant, at the model's
     calibrated temperature unless one is given."""
-    from bento.inference import load_predictor
+    from textops_core.inference import load_predictor
 
     return load_predictor(
         model_dir, max_length, variant, micro_batch=micro_batch, temperature=temperature

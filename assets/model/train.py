@@ -21,7 +21,7 @@ from assets.plots import markdown_image
 from assets.progress import Log
 from assets.tracking import model_files, splits_files, tracking_context
 from assets.versioning import combined_hash, source_version
-from bento.inference import CALIBRATION_FILE
+from textops_core.inference import CALIBRATION_FILE
 
 if TYPE_CHECKING:
     from assets.model.training.fit import TrainingOutcome

@@ -66,7 +66,7 @@ def load_encoder(model_dir):
     its tokenizer."""
     from transformers import AutoTokenizer
 
-    from bento.modeling import load_sequence_classifier
+    from textops_core.modeling import load_sequence_classifier
 
     return load_sequence_classifier(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
 
@@ -76,7 +76,7 @@ def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) 
     for), in length-sorted batches."""
     import torch
 
-    from bento.inference import pad_batch, sorted_batches
+    from textops_core.inference import pad_batch, sorted_batches
 
     encoder = model.base_model
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)

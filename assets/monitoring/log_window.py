@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from assets.locations import location
-from bento.serving_log import file_hour
+from textops_core.serving_log import file_hour
 
 LOG_SCHEMA = {
     "ts": pl.Float64,

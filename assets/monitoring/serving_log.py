@@ -24,8 +24,8 @@ from assets.monitoring.log_window import (
 )
 from assets.retries import NETWORK_RETRY, failing_at_once_on_bad_input
 from assets.versioning import run_version, source_version
-from bento.serving_log import default_log_dir
-from bento.settings import env_positive_float
+from textops_core.serving_log import default_log_dir
+from textops_core.settings import env_positive_float
 
 WINDOW_ENV = "TEXTOPS_MONITOR_WINDOW_HOURS"
 DEFAULT_WINDOW_HOURS = 24.0

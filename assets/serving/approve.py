@@ -47,7 +47,7 @@ from assets.serving.gate import Decision, GateRules, PairedDelta, Scores, decide
 from assets.serving.variants import serving_metadata
 from assets.tracking import model_files, tracking_context
 from assets.versioning import run_version, source_version
-from bento.inference import SERVING_FILE
+from textops_core.inference import SERVING_FILE
 
 # Gates that lose the race for the champion decide again; past this many, the run fails.
 MAX_ATTEMPTS = 5

@@ -127,8 +127,8 @@ def export_onnx(model_dir: Path, path: Path, attention: str = EXPORT_ATTENTION) 
     `attention` (transformers' attn_implementation; EXPORT_ATTENTION by default)."""
     import torch
 
-    from bento.inference import TextEncoder, pad_ids
-    from bento.modeling import load_sequence_classifier
+    from textops_core.inference import TextEncoder, pad_ids
+    from textops_core.modeling import load_sequence_classifier
 
     model = load_sequence_classifier(model_dir, attn_implementation=attention).eval()
     encoder = TextEncoder(model_dir, 32)
@@ -298,11 +298,11 @@ def export_and_check(
 ) -> dict[str, Any]:
     """Export and quantize the model in `model_dir` (written to its `onnx/` folder; static
     quantization calibrates on `calibration_texts`, training texts), score every variant on the
-    test texts side by side, and return the serving settings (bento/inference.py's
+    test texts side by side, and return the serving settings (textops_core/inference.py's
     serving.json): the chosen variant, why, and every variant's numbers."""
     from assets.model.predict import load_classifier, predict
-    from bento.inference import VARIANT_FILES, label_names
-    from bento.runtime import installed_versions
+    from textops_core.inference import VARIANT_FILES, label_names
+    from textops_core.runtime import installed_versions
 
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
 

@@ -31,7 +31,7 @@ class Calibration:
     `rewind`)."""
 
     def __init__(self, model_dir: Path, texts: list[str], max_length: int, batch: int = 32):
-        from bento.inference import TextEncoder, pad_ids
+        from textops_core.inference import TextEncoder, pad_ids
 
         if not texts:
             raise ValueError("static quantization needs calibration texts; none were given")

@@ -27,8 +27,8 @@ from assets.metadata import markdown_table, numeric_metadata
 from assets.model.metrics import metric_label, parse_metric
 from assets.serving.export import ParityRules, Quantization, export_and_check
 from assets.versioning import run_version, source_version
-from bento.inference import SERVING_FILE
-from bento.live import VERIFICATION_FILE
+from textops_core.inference import SERVING_FILE
+from textops_core.live import VERIFICATION_FILE
 
 
 class Int8Method(StrEnum):

@@ -11,27 +11,28 @@ from pydantic import Field
 
 from assets.interfaces.errors import MissingArtifactError
 from assets.interfaces.registry import ModelRegistry, RegisteredModel
-from bento.registry import MODEL_NAME
+from textops_core.registry import MODEL_NAME
 
 
 class BentoModelStore(ModelRegistry):
     """The BentoML model store under $BENTOML_HOME (default ~/bentoml), written as
-    bento/registry.py describes: staged, verified, moved in, then approved by one label flip."""
+    textops_core/registry.py describes: staged, verified, moved in, then approved by one label
+    flip."""
 
     model_name: str = Field(MODEL_NAME, description="BentoML model name")
 
     def location(self) -> str:
-        from bento.registry import bentoml_home
+        from textops_core.registry import bentoml_home
 
         return f"the BentoML model store at {bentoml_home()} (BENTOML_HOME)"
 
     def approved(self) -> list[RegisteredModel]:
-        from bento.registry import approved_models
+        from textops_core.registry import approved_models
 
         return [_registered(model) for model in approved_models(self.model_name)]
 
     def problems(self, tag: str) -> list[str]:
-        from bento.registry import integrity_problems
+        from textops_core.registry import integrity_problems
 
         return integrity_problems(self.get(tag).path)
 
@@ -51,29 +52,29 @@ class BentoModelStore(ModelRegistry):
             ) from None
 
     def publish(self, model_dir: Path, labels: dict[str, str], metadata: dict[str, Any]) -> str:
-        from bento.registry import publish_pending
+        from textops_core.registry import publish_pending
 
         return publish_pending(model_dir, labels, metadata, self.model_name)
 
     def approve(self, tag: str) -> None:
-        from bento.registry import approve
+        from textops_core.registry import approve
 
         approve(tag, self.model_name)
 
     def discard(self, tag: str) -> None:
-        from bento.registry import discard
+        from textops_core.registry import discard
 
         discard(tag)
 
     def withdraw(self, tag: str, reason: str, by: str) -> RegisteredModel:
-        from bento.registry import withdraw
+        from textops_core.registry import withdraw
 
         withdraw(tag, reason, by, self.model_name)
         return self.get(tag)
 
     @contextmanager
     def exclusive(self) -> Iterator[float]:
-        from bento.registry import store_lock
+        from textops_core.registry import store_lock
 
         with store_lock(self.model_name) as waited_s:
             yield waited_s

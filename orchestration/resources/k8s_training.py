@@ -20,7 +20,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.interfaces.launcher import TrainingLauncher
-from bento.settings import env_int
+from textops_core.settings import env_int
 
 TORCHRUN = ["python", "-m", "torch.distributed.run"]
 GPU = "nvidia.com/gpu"

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from bento.registry import approved_models
 from orchestration.resources import BentoModelStore
 from tests.conftest import graph_run_config, materialize_selected
+from textops_core.registry import approved_models
 
 
 def approve(graph, assets=("approved_model",), **approval) -> dg.ExecuteInProcessResult:
@@ -108,7 +108,7 @@ def test_floor_applies_without_a_champion(approved_graph, floor, monkeypatch):
 
 
 def test_an_approved_model_carries_parity_checked_serving_variants(approved_graph):
-    from bento.inference import serving_settings
+    from textops_core.inference import serving_settings
 
     model = next(m for m in approved_models() if str(m.tag) == approved_graph["tag"])
     path = Path(model.path)
@@ -216,7 +216,7 @@ def test_an_int8_model_that_fails_parity_is_made_again_by_the_fallback(approved_
 
 
 def test_rollback_withdraws_the_served_model_and_serves_the_previous_one(approved_graph):
-    from bento.registry import latest_approved
+    from textops_core.registry import latest_approved
 
     newer = approve(approved_graph)  # the same model again: approved, the newest champion
     assert newer.output_for_node("approved_model").approved
@@ -281,11 +281,11 @@ def test_the_rollback_job_needs_only_the_model_store(
 
     import bentoml
 
-    from bento.registry import approve as approve_tag
-    from bento.registry import publish_pending
     from orchestration import definitions
     from orchestration.resources import LocalArtifactStore
     from tests.conftest import copy_registered
+    from textops_core.registry import approve as approve_tag
+    from textops_core.registry import publish_pending
 
     home = tmp_path / "bentoml"
     first = Path(copy_registered(approved_graph["tag"], home))

@@ -66,8 +66,8 @@ def test_the_bento_pins_the_locked_versions_with_their_hashes(built):
 def test_the_approved_variant_records_the_runtime_it_was_checked_under(approved_graph):
     import bentoml
 
-    from bento.inference import serving_settings
-    from bento.runtime import installed_versions
+    from textops_core.inference import serving_settings
+    from textops_core.runtime import installed_versions
 
     model = bentoml.models.get(approved_graph["tag"])
     runtime = serving_settings(Path(model.path))["runtime"]

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import yaml
 
-from bento.serving_log import ServingLog
 from tests.conftest import graph_run_config, write_tweeteval
 from tests.processes import BIN, ROOT, running, write_dagster_yaml
+from textops_core.serving_log import ServingLog
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from bento.registry import approved_models
 from tests.conftest import (
     THROUGH_APPROVAL,
     copy_registered,
@@ -15,6 +14,7 @@ from tests.conftest import (
 )
 from tests.integration.test_approval import approve
 from tests.integration.test_data_assets import failure_message
+from textops_core.registry import approved_models
 
 GRAPH = THROUGH_APPROVAL
 

@@ -8,7 +8,6 @@ import pytest
 
 from assets.interfaces.manifests import TextSplitsManifest
 from assets.model.training import fit
-from bento.registry import approved_models
 from tests.conftest import (
     THROUGH_APPROVAL,
     graph_run_config,
@@ -17,6 +16,7 @@ from tests.conftest import (
     write_tweeteval,
 )
 from tests.integration.test_data_assets import failure_message
+from textops_core.registry import approved_models
 
 GRAPH = THROUGH_APPROVAL
 

@@ -8,10 +8,10 @@ import dagster as dg
 import polars as pl
 
 from assets.interfaces.manifests import TextSplitsManifest
-from bento.serving_log import ServingLog
 from orchestration.definitions import pipeline_resources
 from tests.conftest import latest_manifest, materialize_selected, tiny_rows, write_tweeteval
 from tests.integration.test_data_assets import DATA_ASSETS, failure_message, materialize_data
+from textops_core.serving_log import ServingLog
 
 
 def test_landed_file_joins_train_and_changes_the_data_version(store, tmp_path, monkeypatch):

@@ -14,7 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from bento.registry import (
+from tests.conftest import free_port
+from tests.integration.test_approval import approve, roll_back
+from tests.processes import ROOT, bentoml_serve, running
+from textops_core.registry import (
     CorruptModelError,
     RegistryBusyError,
     approved_models,
@@ -22,16 +25,13 @@ from bento.registry import (
     serving_tag,
     store_lock,
 )
-from tests.conftest import free_port
-from tests.integration.test_approval import approve, roll_back
-from tests.processes import ROOT, bentoml_serve, running
 
 # Publishes a copy of the model folder argv[1]; once the copy into the staging folder has begun
 # it touches argv[2] and waits there to be killed.
 PUBLISH_AND_HANG_WHILE_COPYING = """
 import shutil, sys, tempfile, time
 from pathlib import Path
-from bento.registry import publish_pending
+from textops_core.registry import publish_pending
 
 source, marker = Path(sys.argv[1]), Path(sys.argv[2])
 scratch = Path(tempfile.mkdtemp()) / "model"
@@ -58,7 +58,7 @@ publish_pending(scratch, {"approved": "true"}, {"label_names": ["positive", "neg
 PUBLISH_THEN_HANG = """
 import shutil, sys, tempfile, time
 from pathlib import Path
-from bento.registry import publish_pending
+from textops_core.registry import publish_pending
 
 scratch = Path(tempfile.mkdtemp()) / "model"
 shutil.copytree(Path(sys.argv[1]), scratch, ignore=shutil.ignore_patterns("model.yaml"))
@@ -218,7 +218,7 @@ def test_weights_changed_in_the_copy_are_refused_before_they_reach_the_store(
 def test_the_lock_gives_up_with_a_message_and_readers_never_wait(own_store, monkeypatch):
     home, _, _, env = own_store
     holder = run_until(
-        "import sys, time\nfrom bento.registry import store_lock\n"
+        "import sys, time\nfrom textops_core.registry import store_lock\n"
         "with store_lock():\n    print('held', flush=True)\n    time.sleep(600)\n",
         [],
         env,

@@ -48,15 +48,15 @@ print(tag, flush=True)
 # Every call that writes or moves a model's files, by its number among the calls of its kind
 # in one publish and approve; each killed before it and after it.
 STEPS = [
-    ("bento.registry:write_checksums", 1),  # the checksums of the folder to publish
+    ("textops_core.registry:write_checksums", 1),  # the checksums of the folder to publish
     ("shutil:copytree", 1),  # BentoML's copy into its temporary folder
     ("shutil:copytree", 2),  # ... and into the staging folder
-    ("bento.registry:integrity_problems", 1),  # the staged copy checked
-    ("bento.registry:_fsync_tree", 1),
+    ("textops_core.registry:integrity_problems", 1),  # the staged copy checked
+    ("textops_core.registry:_fsync_tree", 1),
     ("os:rename", 1),  # the staged model moved into the store
-    ("bento.registry:_fsync_dir", 3),  # the store's folder flushed after the move
+    ("textops_core.registry:_fsync_dir", 3),  # the store's folder flushed after the move
     ("os:replace", 1),  # the `latest` alias
-    ("bento.registry:integrity_problems", 2),  # the approval's check
+    ("textops_core.registry:integrity_problems", 2),  # the approval's check
     ("os:replace", 2),  # the approval's label flip
 ]
 LABEL_FLIP = ("os:replace", 2)
@@ -87,7 +87,7 @@ def store(tmp_path_factory):
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("TEXTOPS_MODEL_TAG", None)
     model = str(a_model(home.parent / "champion", b"c"))
-    champion = run_python(PUBLISH_KILLED_AT, env, model, "bento.registry:_sha256", "0", "no")
+    champion = run_python(PUBLISH_KILLED_AT, env, model, "textops_core.registry:_sha256", "0", "no")
     assert champion.returncode == 0, champion.stderr[-2000:]
     return home, env, champion.stdout.strip()
 
@@ -115,7 +115,9 @@ def test_publishing_killed_at_each_step_never_serves_a_half_model(
     assert set(stored.values()) <= {"true", "pending"}
 
     if (step, nth) == LABEL_FLIP:  # the store keeps working: the next registration goes in
-        again = run_python(PUBLISH_KILLED_AT, env, str(model), "bento.registry:_sha256", "0", "no")
+        again = run_python(
+            PUBLISH_KILLED_AT, env, str(model), "textops_core.registry:_sha256", "0", "no"
+        )
         assert again.returncode == 0, again.stderr[-2000:]
         assert read_store(home)[0][0] == again.stdout.strip()
     assert champion in read_store(home)[0]

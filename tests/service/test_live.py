@@ -1,5 +1,6 @@
-"""A model made ready to serve (bento/live.py): verified against its checksums and its approval's
-recorded labels, its variant chosen by timing on this machine; anything wrong refuses it."""
+"""A model made ready to serve (textops_core/live.py): verified against its checksums and its
+approval's recorded labels, its variant chosen by timing on this machine; anything wrong refuses
+it."""
 
 import json
 import shutil
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bento.live import NotServable, eligible_variants, load_served
-from bento.registry import read_entries, write_checksums
+from textops_core.live import NotServable, eligible_variants, load_served
+from textops_core.registry import read_entries, write_checksums
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_a_model_without_checksums_is_never_served(model_copy):
 
 @pytest.mark.parametrize("damaged", ["{", "[]", '{"model.onnx": {"sha256": "ab"}}', "null"])
 def test_a_damaged_checksums_file_is_a_problem_never_an_exception(model_copy, damaged):
-    from bento.registry import integrity_problems
+    from textops_core.registry import integrity_problems
 
     folder, entry = model_copy
     (folder / "checksums.json").write_text(damaged)

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bento.rollout import read_history, read_state
 from tests.conftest import copy_registered, free_port, tiny_rows
 from tests.processes import bentoml_serve, run_script, running, two_worker_service
 from tests.traffic import Traffic, wait_for
+from textops_core.rollout import read_history, read_state
 
 # A copy of a registered model published and approved as a new model; `corrupt` flips bytes of
 # its int8 weights in the store after publishing (same size: what a bad disk does), `collapse`
@@ -25,7 +25,7 @@ import json, shutil, sys, tempfile
 from pathlib import Path
 import bentoml
 import numpy as np
-from bento.registry import approve, models_dir, publish_pending
+from textops_core.registry import approve, models_dir, publish_pending
 
 served, how = bentoml.models.get(sys.argv[1]), sys.argv[2]
 scratch = Path(tempfile.mkdtemp()) / "model"
@@ -33,7 +33,7 @@ shutil.copytree(served.path, scratch, ignore=shutil.ignore_patterns("model.yaml"
 if how == "collapse":
     import onnx
     from onnx import numpy_helper
-    from bento.inference import load_predictor
+    from textops_core.inference import load_predictor
     changed = 0
     for name in ("onnx/model.onnx", "onnx/model.int8.onnx"):
         graph = onnx.load(scratch / name)
@@ -69,7 +69,7 @@ print(tag)
 LABELS = "import sys, bentoml; print(bentoml.models.get(sys.argv[1]).info.labels)"
 WITHDRAW = """
 import sys
-from bento.registry import withdraw
+from textops_core.registry import withdraw
 withdraw(sys.argv[1], "a spike of complaints", "on-call")
 """
 

@@ -141,8 +141,8 @@ def test_bentoml_batching_answers_concurrent_requests_each_with_its_own_texts(
 
 
 def test_the_approved_variant_is_served_unless_one_is_pinned(client, approved_graph):
-    from bento.inference import serving_settings
-    from bento.registry import approved_models
+    from textops_core.inference import serving_settings
+    from textops_core.registry import approved_models
 
     model = next(m for m in approved_models() if str(m.tag) == approved_graph["tag"])
     chosen = serving_settings(Path(model.path))["variant"]
@@ -252,7 +252,7 @@ def test_a_model_missing_from_the_store_is_named_with_the_store_and_never_fetche
     """BentoML's model reference pulls a model missing from the store from BentoCloud: a worker
     restarted after its model's folder was removed failed with "No cloud context default
     found". The service's reference reads the store only, and says which model and where."""
-    from bento.live import ModelNotInStore
+    from textops_core.live import ModelNotInStore
 
     service = importlib.import_module("bento.service")
     model_store_at(tmp_path / "emptied")
@@ -283,9 +283,9 @@ def test_a_following_worker_whose_models_are_gone_starts_on_another_approved_one
     newest approved model the store still holds; with none left it fails naming the store."""
     import shutil
 
-    from bento.live import ModelNotInStore
-    from bento.rollout import RolloutSettings
     from tests.conftest import copy_registered
+    from textops_core.live import ModelNotInStore
+    from textops_core.rollout import RolloutSettings
 
     service = importlib.import_module("bento.service")
     home = tmp_path / "bentoml"

@@ -105,7 +105,7 @@ APPROVE_A_NEWER_MODEL = """
 import shutil, sys, tempfile
 from pathlib import Path
 import bentoml
-from bento.registry import approve, publish_pending
+from textops_core.registry import approve, publish_pending
 
 served = bentoml.models.get(sys.argv[1])
 scratch = Path(tempfile.mkdtemp()) / "model"

@@ -2,7 +2,7 @@
 one fails here, naming what moved and the module of textops that relies on it, before anything
 fails in a registry or a service.
 
-- bento/registry.py: the BentoML home and models folder (BentoMLContainer), publishing into a
+- textops_core/registry.py: the BentoML home and models folder (BentoMLContainer), publishing into a
   staging store (`bentoml.models.create(_model_store=ModelStore(...))`), and the store's layout
   (`<name>/<version>/model.yaml` with labels, metadata and creation_time),
   which relabel() rewrites and read_entries() reads without BentoML.
@@ -29,13 +29,13 @@ def test_the_container_gives_the_home_and_the_models_folder():
     try:
         from bentoml._internal.configuration.containers import BentoMLContainer
     except ImportError:
-        pytest.fail(moved("bentoml._internal.configuration.containers", "bento/registry.py"))
+        pytest.fail(moved("bentoml._internal.configuration.containers", "textops_core/registry.py"))
     assert Path(BentoMLContainer.bentoml_home.get()).is_absolute(), moved(
-        "BentoMLContainer.bentoml_home", "bento/registry.py"
+        "BentoMLContainer.bentoml_home", "textops_core/registry.py"
     )
     store = BentoMLContainer.model_store.get()
     assert isinstance(getattr(store, "_path", None), str | Path), moved(
-        "the model store's _path", "bento/registry.py (models_dir)"
+        "the model store's _path", "textops_core/registry.py (models_dir)"
     )
 
 
@@ -44,7 +44,7 @@ def test_a_model_is_created_in_a_store_of_our_choosing_in_the_layout_we_read(tmp
 
     parameters = inspect.signature(bentoml.models.create).parameters
     assert "_model_store" in parameters, moved(
-        "bentoml.models.create(_model_store=)", "bento/registry.py (publish)"
+        "bentoml.models.create(_model_store=)", "textops_core/registry.py (publish)"
     )
     with bentoml.models.create(
         "contract", labels={"approved": "pending"}, metadata={"k": 1},
@@ -54,10 +54,12 @@ def test_a_model_is_created_in_a_store_of_our_choosing_in_the_layout_we_read(tmp
     folder = tmp_path / "contract" / model.tag.version
     info_file = folder / "model.yaml"
     assert (folder / "weights.bin").is_file(), moved("where a model's files go", "registry.py")
-    assert info_file.is_file(), moved("model.yaml", "bento/registry.py (relabel, read_entries)")
+    assert info_file.is_file(), moved(
+        "model.yaml", "textops_core/registry.py (relabel, read_entries)"
+    )
     info = yaml.safe_load(info_file.read_text())
     assert {"labels", "metadata", "creation_time"} <= set(info), moved(
-        "model.yaml's labels, metadata or creation_time", "bento/registry.py (read_entries)"
+        "model.yaml's labels, metadata or creation_time", "textops_core/registry.py (read_entries)"
     )
     assert info["labels"] == {"approved": "pending"} and info["metadata"] == {"k": 1}
 
@@ -66,7 +68,7 @@ def test_a_model_is_created_in_a_store_of_our_choosing_in_the_layout_we_read(tmp
     info_file.write_text(yaml.safe_dump(info, sort_keys=False))
     reread = ModelStore(str(tmp_path)).get(str(model.tag))
     assert reread.info.labels == {"approved": "true"}, moved(
-        "how a model's labels are read from model.yaml", "bento/registry.py (relabel)"
+        "how a model's labels are read from model.yaml", "textops_core/registry.py (relabel)"
     )
 
 

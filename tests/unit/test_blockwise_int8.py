@@ -236,7 +236,7 @@ def test_the_slow_skip_layer_norm_fusion_is_left_out(tmp_path, disabled):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from bento.inference import DISABLED_OPTIMIZERS
+    from textops_core.inference import DISABLED_OPTIMIZERS
 
     hidden = 8
     graph = helper.make_graph(

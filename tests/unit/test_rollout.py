@@ -1,12 +1,12 @@
-"""The rollout's rules (bento/rollout.py's `plan`), without processes: a new champion is loaded by
-every worker, shadowed, then promoted or rejected; a rollback is served once verified; a model
-that fails to load is never served; a new model that regresses live is flagged once."""
+"""The rollout's rules (textops_core/rollout.py's `plan`), without processes: a new champion is
+loaded by every worker, shadowed, then promoted or rejected; a rollback is served once verified;
+a model that fails to load is never served; a new model that regresses live is flagged once."""
 
 from pathlib import Path
 
 import pytest
 
-from bento.rollout import Champion, RolloutSettings, Stats, empty_state, label_shift, plan
+from textops_core.rollout import Champion, RolloutSettings, Stats, empty_state, label_shift, plan
 
 SETTINGS = RolloutSettings(follow=True, store=None, folder=Path("/unused"), shadow_requests=100)
 MIX = {"positive": 0.5, "negative": 0.5}
@@ -193,7 +193,7 @@ def test_the_followed_champion_skips_models_this_deployment_rejected(tmp_path):
     import yaml
 
     from bento.follower import Follower
-    from bento.registry import write_checksums
+    from textops_core.registry import write_checksums
 
     for i, (version, labels) in enumerate(
         [("old", {"approved": "true"}), ("live", {"approved": "false", "withdrawn": "true"}),

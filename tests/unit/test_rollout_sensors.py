@@ -5,9 +5,9 @@ import time
 
 import dagster as dg
 
-from bento.rollout import append_history, empty_state, write_json
 from orchestration import definitions
 from orchestration.rollout_sensors import live_model_sensor, regression_sensor
+from textops_core.rollout import append_history, empty_state, write_json
 
 
 def sensor(name: str) -> dg.SensorDefinition:

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from bento.runtime import check_runtime, installed_versions, runtime_mismatches
+from textops_core.runtime import check_runtime, installed_versions, runtime_mismatches
 
 
 def test_a_runtime_like_the_one_parity_ran_under_passes():

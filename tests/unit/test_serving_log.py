@@ -14,7 +14,7 @@ from assets.monitoring.log_window import (
     read_window,
     window_files,
 )
-from bento.serving_log import Retention, ServingLog, file_hour, prune
+from textops_core.serving_log import Retention, ServingLog, file_hour, prune
 
 HOUR = 3600.0
 NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp()

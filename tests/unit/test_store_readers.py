@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bento.registry import (
+from textops_core.registry import (
     CHECKSUMS_FILE,
     LOCK_TIMEOUT_ENV,
     MODEL_NAME,

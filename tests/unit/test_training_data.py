@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from assets.model.training.data import LengthGroupedBatchSampler, collate, validation_shard
-from bento.inference import sorted_batches
+from textops_core.inference import sorted_batches
 
 
 def test_collate_pads_to_the_longest_in_the_batch_only():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bento.settings import env_int, env_positive_float
+from textops_core.settings import env_int, env_positive_float
 
 # Split names in textops -> file stems in the TweetEval layout.
 TWEETEVAL_SPLITS = {"train": "train", "validation": "val", "test": "test"}

@@ -11,7 +11,7 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bento.inference import pad_batch, sorted_batches
+from textops_core.inference import pad_batch, sorted_batches
 
 
 @dataclass(frozen=True)

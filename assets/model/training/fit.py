@@ -20,7 +20,7 @@ from assets.model.training.config import FineTuneConfig
 from assets.model.training.data import SplitsDataModule
 from assets.model.training.module import FineTuneModule
 from assets.model.training.placement import Placement, placement
-from bento.modeling import use_mean_pooling
+from textops_core.modeling import use_mean_pooling
 
 Log = Callable[[str], None]
 BEST_WEIGHTS = "best.safetensors"

@@ -10,7 +10,7 @@ its checksums. The lock serializes writers only (the gate's publish, a rollback)
 after a timeout with a message saying so.
 
 Shared by the pipeline and the service; depends on bentoml, filelock, pyyaml and
-`bento.settings` only.
+`textops_core.settings` only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import bentoml
 
-from bento.settings import env_wait_seconds
+from textops_core.settings import env_wait_seconds
 
 MODEL_NAME = "textops-classifier"
 PINNED_TAG_ENV = "TEXTOPS_MODEL_TAG"

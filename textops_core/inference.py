@@ -123,7 +123,7 @@ class TorchClassifier:
         try:
             import torch
 
-            from bento.modeling import load_sequence_classifier
+            from textops_core.modeling import load_sequence_classifier
         except ImportError:
             raise ImportError(
                 "the pytorch variant needs torch and transformers, which this environment lacks "

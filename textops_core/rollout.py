@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bento.settings import env_fraction, env_int, env_positive_float, env_switch
+from textops_core.settings import env_fraction, env_int, env_positive_float, env_switch
 
 logger = logging.getLogger("textops.rollout")
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bento.settings import env_positive_float
+from textops_core.settings import env_positive_float
 
 LOG_DIR_ENV = "TEXTOPS_SERVING_LOG"
 LOG_TEXT_ENV = "TEXTOPS_SERVING_LOG_TEXT"

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from bento.inference import (
+from textops_core.inference import (
     VARIANT_FILES,
     Predictor,
     label_names,
     load_predictor,
     serving_settings,
 )
-from bento.registry import CHECKSUMS_FILE, integrity_problems
-from bento.runtime import check_runtime
+from textops_core.registry import CHECKSUMS_FILE, integrity_problems
+from textops_core.runtime import check_runtime
 
 logger = logging.getLogger("textops.service")
 
