@@ -264,9 +264,10 @@ HEADER_TIMEOUT_ENV = "TEXTOPS_HEADER_TIMEOUT_S"
 
 def connection_timeouts() -> tuple[float, float]:
     """(idle, header) deadlines of a connection, in seconds, from the environment."""
-    from textops_core.settings import env_seconds
+    from textops_core.settings import service_settings
 
-    return env_seconds(IDLE_TIMEOUT_ENV, 5.0), env_seconds(HEADER_TIMEOUT_ENV, 10.0)
+    settings = service_settings()
+    return settings.idle_timeout_s, settings.header_timeout_s
 
 
 class ConnectionDeadlines:

@@ -75,8 +75,8 @@ from textops_core.registry import (
     skipped_entries,
 )
 from textops_core.rollout import RolloutSettings, read_state
-from textops_core.serving_log import LOG_TEXT_ENV, Retention, ServingLog, default_log_dir
-from textops_core.settings import env_int
+from textops_core.serving_log import Retention, ServingLog, default_log_dir
+from textops_core.settings import service_settings
 
 logger = logging.getLogger("textops.service")
 
@@ -115,11 +115,13 @@ def _physical_cores() -> int:
 # requests: the processes overlap one another's tokenizing, HTTP and Python time, which one
 # process with a thread per core leaves idle (benchmarks/serving.py; docs/measurements.md).
 # A GPU image sets TEXTOPS_WORKERS=1.
-WORKERS = env_int("TEXTOPS_WORKERS", 0, minimum=0) or _physical_cores()
+# The service's settings, read from the environment once, as the process starts.
+SETTINGS = service_settings()
+WORKERS = SETTINGS.workers or _physical_cores()
 
 
 def _threads() -> int:
-    return env_int("TEXTOPS_THREADS", 0, minimum=0) or max(1, _physical_cores() // WORKERS)
+    return SETTINGS.threads or max(1, _physical_cores() // WORKERS)
 
 
 class BentoArguments(BaseModel):
@@ -149,10 +151,8 @@ def declared_resources(arguments: BentoArguments) -> dict[str, Any]:
 # on throughput and latency (benchmarks/serving.py; docs/measurements.md), so greedy stays the
 # default for what it adds: a bounded queue that refuses at once with 429 (BentoML's batcher
 # has no queue bound; it cancels requests that waited past max_latency, a 503 after the wait).
-BATCHING = os.environ.get("TEXTOPS_BATCHING", "greedy").strip().lower()
-if BATCHING not in {"greedy", "bentoml"}:
-    raise ValueError(f"TEXTOPS_BATCHING must be greedy or bentoml, got {BATCHING!r}")
-MAX_BATCH = env_int("TEXTOPS_MAX_BATCH_SIZE", 64)
+BATCHING = SETTINGS.batching
+MAX_BATCH = SETTINGS.max_batch_size
 
 
 def classify_api(method):
@@ -163,7 +163,7 @@ def classify_api(method):
             batchable=True,
             batch_dim=0,
             max_batch_size=MAX_BATCH,
-            max_latency_ms=env_int("TEXTOPS_MAX_LATENCY_MS", 10_000),
+            max_latency_ms=SETTINGS.max_latency_ms,
         )(method)
     return bentoml.api(method)
 
@@ -193,7 +193,7 @@ def resolve_start() -> tuple[str, RolloutSettings | None]:
     process that starts the workers resolves the tag and hands it to every worker it starts."""
     if os.environ.get(PINNED_TAG_ENV, "").strip():
         return pin_serving_tag(), None
-    settings = RolloutSettings.from_env(models_dir(), bentoml_home())
+    settings = RolloutSettings.of(SETTINGS, bentoml_home())
     if not settings.follow:
         return pin_serving_tag(), None
     tag = os.environ.get(START_TAG_ENV) or start_tag(settings)
@@ -348,7 +348,7 @@ class ModelCard(BaseModel):
     traffic={"timeout": 30, "max_concurrency": 512},
     # one line per request costs about a tenth of the throughput on 2 cores; the prediction log
     # keeps what monitoring needs
-    logging={"access": {"enabled": os.environ.get("TEXTOPS_ACCESS_LOG", "0") == "1"}},
+    logging={"access": {"enabled": SETTINGS.access_log}},
     **declared_resources(ARGUMENTS),
 )
 class TextClassifier:
@@ -358,7 +358,7 @@ class TextClassifier:
     def __init__(self) -> None:
         quiet_client_errors()
         self.threads = _threads()
-        self.micro_batch = env_int("TEXTOPS_MICRO_BATCH", 32)
+        self.micro_batch = SETTINGS.micro_batch
         self.model_failures = model_failure_counter()
         self._skipped: set[str] = set()
         self.live = self._first_model()
@@ -370,8 +370,8 @@ class TextClassifier:
         self.serving_log = (
             ServingLog(
                 log_dir,
-                os.environ.get(LOG_TEXT_ENV, "1") != "0",
-                Retention.from_env(),
+                SETTINGS.serving_log_text,
+                Retention.of(SETTINGS),
                 on_failure=lambda records: self.log_failures.labels("write_error").inc(records),
             )
             if log_dir
@@ -384,7 +384,7 @@ class TextClassifier:
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
         if BATCHING == "greedy":
             self.batcher = GreedyBatcher(
-                self._run, max_batch=MAX_BATCH, max_queue=env_int("TEXTOPS_MAX_QUEUE", 512)
+                self._run, max_batch=MAX_BATCH, max_queue=SETTINGS.max_queue
             )
         else:  # BentoML's batches run here, one at a time (the model uses the cores itself)
             self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -613,9 +613,7 @@ class TextClassifier:
         )
 
 
-TextClassifier.add_asgi_middleware(
-    BodySizeLimit, max_bytes=env_int("TEXTOPS_MAX_BODY_BYTES", 1 << 20)
-)
+TextClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)
 # after the size limit: it reads the body the limit has bounded
 TextClassifier.add_asgi_middleware(
     JsonBodies, paths=[api.route for api in TextClassifier.apis.values()]

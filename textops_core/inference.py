@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from textops_core.settings import service_settings
+
 # Serving variants, fastest first on a CPU, and the file each loads from the model folder.
 VARIANT_FILES = {"onnx-int8": "onnx/model.int8.onnx", "onnx-fp32": "onnx/model.onnx"}
 VARIANTS = (*VARIANT_FILES, "pytorch")
@@ -93,7 +95,6 @@ class OnnxClassifier:
     per physical core."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        import os
 
         import onnxruntime as ort
 
@@ -101,7 +102,7 @@ class OnnxClassifier:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry(
-            "session.intra_op.allow_spinning", os.environ.get("TEXTOPS_ORT_SPIN", "1")
+            "session.intra_op.allow_spinning", "1" if service_settings().ort_spin else "0"
         )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(

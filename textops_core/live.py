@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from textops_core.inference import (
 )
 from textops_core.registry import CHECKSUMS_FILE, integrity_problems
 from textops_core.runtime import check_runtime
+from textops_core.settings import service_settings
 
 logger = logging.getLogger("textops.service")
 
@@ -211,4 +211,4 @@ def release_memory() -> None:
 
 
 def variant_pin() -> str:
-    return os.environ.get("TEXTOPS_VARIANT", "").strip()
+    return service_settings().variant

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from textops_core.settings import env_fraction, env_int, env_positive_float, env_switch
+from textops_core.settings import ServiceSettings
 
 logger = logging.getLogger("textops.rollout")
 
@@ -53,35 +53,37 @@ class RolloutSettings:
     load_timeout_s: float = 600.0  # a candidate not loaded by every worker by then is rejected
 
     @classmethod
-    def from_env(cls, models_dir: Path, home: Path) -> RolloutSettings:
-        store = os.environ.get("TEXTOPS_FOLLOW_STORE", "").strip()
+    def of(cls, settings: ServiceSettings, home: Path) -> RolloutSettings:
+        """The rollout's settings, from the service's (`home`: BentoML's home)."""
+        store = settings.follow_store.strip()
         containerized = os.environ.get("BENTOML_CONTAINERIZED", "").lower() == "true"
         # A built image serves the model it was built with, unless it is given a store to follow
-        follow = env_switch("TEXTOPS_FOLLOW", bool(store) or not containerized)
+        follow = (
+            settings.follow if settings.follow is not None else bool(store) or not containerized
+        )
         if store and not Path(store).is_dir():
             raise ValueError(
                 f"TEXTOPS_FOLLOW_STORE={store!r} is not a folder: give the BentoML models folder "
                 f"to follow (a mounted volume's `models`, holding textops-classifier/)"
             )
-        deployment = os.environ.get("TEXTOPS_DEPLOYMENT", "default").strip() or "default"
+        deployment = settings.deployment.strip() or "default"
         if "/" in deployment or deployment.startswith("."):
             raise ValueError(f"TEXTOPS_DEPLOYMENT must be a plain name, got {deployment!r}")
-        folder = os.environ.get("TEXTOPS_ROLLOUT_DIR", "").strip()
-        interval = env_positive_float("TEXTOPS_FOLLOW_INTERVAL_S", 10.0)
+        folder = settings.rollout_dir.strip()
         return cls(
             follow=follow,
             store=Path(store) if store else None,
             folder=Path(folder) if folder else home / "textops-rollout" / deployment,
-            interval_s=interval,
-            poll_s=min(env_positive_float("TEXTOPS_ROLLOUT_POLL_S", 1.0), interval),
-            shadow_requests=env_int("TEXTOPS_SHADOW_REQUESTS", 500, minimum=0),
-            shadow_minutes=env_positive_float("TEXTOPS_SHADOW_MINUTES", 10.0),
-            max_error_rate=env_fraction("TEXTOPS_SHADOW_MAX_ERROR_RATE", 0.01),
-            max_p95_ratio=env_positive_float("TEXTOPS_SHADOW_MAX_P95_RATIO", 2.0),
-            max_label_shift=env_fraction("TEXTOPS_SHADOW_MAX_LABEL_SHIFT", 0.3),
-            probation_hours=env_positive_float("TEXTOPS_PROBATION_HOURS", 2.0),
-            latency_slo_ms=env_positive_float("TEXTOPS_LATENCY_SLO_MS", 300.0),
-            min_requests=env_int("TEXTOPS_PROBATION_MIN_REQUESTS", 50),
+            interval_s=settings.follow_interval_s,
+            poll_s=min(settings.rollout_poll_s, settings.follow_interval_s),
+            shadow_requests=settings.shadow_requests,
+            shadow_minutes=settings.shadow_minutes,
+            max_error_rate=settings.shadow_max_error_rate,
+            max_p95_ratio=settings.shadow_max_p95_ratio,
+            max_label_shift=settings.shadow_max_label_shift,
+            probation_hours=settings.probation_hours,
+            latency_slo_ms=settings.latency_slo_ms,
+            min_requests=settings.probation_min_requests,
         )
 
     def models_folder(self, own: Path) -> Path:

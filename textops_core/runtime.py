@@ -5,7 +5,8 @@ own at start. Standard library only."""
 from __future__ import annotations
 
 import logging
-import os
+
+from textops_core.settings import service_settings
 
 logger = logging.getLogger("textops.service")
 
@@ -51,9 +52,7 @@ def check_runtime(tag: str, variant: str, settings: dict) -> None:
     """Warn, or refuse with TEXTOPS_RUNTIME_CHECK=refuse, when the packages this variant runs
     on are not the versions its parity check ran under: the metrics the gate recorded would
     not be the metrics of what serves."""
-    mode = os.environ.get(RUNTIME_CHECK_ENV, "warn").strip().lower() or "warn"
-    if mode not in {"warn", "refuse"}:
-        raise ValueError(f"{RUNTIME_CHECK_ENV} must be warn or refuse, got {mode!r}")
+    mode = service_settings().runtime_check
     problems = runtime_mismatches(settings.get("runtime", {}), variant)
     if not problems:
         return

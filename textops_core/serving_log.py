@@ -30,14 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from textops_core.settings import env_positive_float
+from textops_core.settings import ServiceSettings
 
 LOG_DIR_ENV = "TEXTOPS_SERVING_LOG"
-LOG_TEXT_ENV = "TEXTOPS_SERVING_LOG_TEXT"
-MAX_AGE_ENV = "TEXTOPS_SERVING_LOG_MAX_AGE_DAYS"
-MAX_SIZE_ENV = "TEXTOPS_SERVING_LOG_MAX_MB"
-DEFAULT_MAX_AGE_DAYS = 30.0
-DEFAULT_MAX_MB = 10_240.0
 WARN_EVERY_S = 60.0
 
 # predictions-<UTC hour>-<writer>.jsonl; older logs named the writer by its pid alone
@@ -68,13 +63,12 @@ class Retention:
     """How much log a folder keeps: files older than `max_age_s`, then the oldest files while
     the folder holds more than `max_bytes`, are deleted."""
 
-    max_age_s: float = DEFAULT_MAX_AGE_DAYS * 86400
-    max_bytes: int = int(DEFAULT_MAX_MB * 1e6)
+    max_age_s: float
+    max_bytes: int = 1 << 62
 
     @classmethod
-    def from_env(cls) -> Retention:
-        days = env_positive_float(MAX_AGE_ENV, DEFAULT_MAX_AGE_DAYS)
-        megabytes = env_positive_float(MAX_SIZE_ENV, DEFAULT_MAX_MB)
+    def of(cls, settings: ServiceSettings) -> Retention:
+        days, megabytes = settings.serving_log_max_age_days, settings.serving_log_max_mb
         return cls(days * 86400, int(megabytes * 1e6))
 
 
@@ -144,7 +138,7 @@ class ServingLog:
     ) -> None:
         self.directory = Path(directory)
         self.log_text = log_text
-        self.retention = retention or Retention()
+        self.retention = retention or Retention.of(ServiceSettings())
         self.on_failure = on_failure
         self.warn_every_s = warn_every_s
         self.clock = clock

@@ -286,12 +286,13 @@ def test_a_following_worker_whose_models_are_gone_starts_on_another_approved_one
     from tests.conftest import copy_registered
     from textops_core.live import ModelNotInStore
     from textops_core.rollout import RolloutSettings
+    from textops_core.settings import service_settings
 
     service = importlib.import_module("bento.service")
     home = tmp_path / "bentoml"
     kept = copy_registered(approved_graph["tag"], home)
     model_store_at(home)
-    monkeypatch.setattr(service, "ROLLOUT", RolloutSettings.from_env(home / "models", home))
+    monkeypatch.setattr(service, "ROLLOUT", RolloutSettings.of(service_settings(), home))
     monkeypatch.setattr(service, "START", "textops-classifier:gone")
     worker = object.__new__(service.TextClassifier.inner)
     worker.threads, worker.micro_batch = 1, 32

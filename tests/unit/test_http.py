@@ -392,7 +392,7 @@ def test_uvicorn_serves_with_the_deadlines_once_they_are_in_use(monkeypatch):
 @pytest.mark.parametrize("name", [IDLE_TIMEOUT_ENV, HEADER_TIMEOUT_ENV])
 def test_a_timeout_that_is_no_positive_finite_number_is_refused_by_name(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=f"{name} must be a finite positive number"):
+    with pytest.raises(ValueError, match=f"{name}=.{value}.: Input should be"):
         connection_timeouts()
 
 

@@ -208,7 +208,7 @@ def test_a_cursor_of_the_first_format_counts_its_files_as_seen(landing, tick):
 
 def test_a_bad_settle_time_says_what_to_set(monkeypatch):
     monkeypatch.setenv(automation.LANDING_SETTLE_ENV, "soon")
-    with pytest.raises(ValueError, match="TEXTOPS_LANDING_SETTLE_S must be a positive number"):
+    with pytest.raises(ValueError, match="TEXTOPS_LANDING_SETTLE_S=.soon.: Input should be"):
         automation.new_data_sensor(definitions.retrain)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from textops_core.rollout import Champion, RolloutSettings, Stats, empty_state, label_shift, plan
+from textops_core.settings import service_settings
 
 SETTINGS = RolloutSettings(follow=True, store=None, folder=Path("/unused"), shadow_requests=100)
 MIX = {"positive": 0.5, "negative": 0.5}
@@ -166,23 +167,23 @@ def test_label_shift_is_total_variation():
 
 def test_settings_are_checked_with_the_variable_named(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTOPS_SHADOW_MAX_LABEL_SHIFT", "2")
-    with pytest.raises(ValueError, match="TEXTOPS_SHADOW_MAX_LABEL_SHIFT must be a number from 0"):
-        RolloutSettings.from_env(tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="TEXTOPS_SHADOW_MAX_LABEL_SHIFT='2': .* less than or"):
+        service_settings()
     monkeypatch.delenv("TEXTOPS_SHADOW_MAX_LABEL_SHIFT")
     monkeypatch.setenv("TEXTOPS_FOLLOW_STORE", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="TEXTOPS_FOLLOW_STORE=.* is not a folder"):
-        RolloutSettings.from_env(tmp_path, tmp_path)
+        RolloutSettings.of(service_settings(), tmp_path)
     monkeypatch.delenv("TEXTOPS_FOLLOW_STORE")
     monkeypatch.setenv("TEXTOPS_FOLLOW", "maybe")
-    with pytest.raises(ValueError, match="TEXTOPS_FOLLOW must be on or off"):
-        RolloutSettings.from_env(tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="TEXTOPS_FOLLOW='maybe': Input should be a valid bool"):
+        service_settings()
     monkeypatch.delenv("TEXTOPS_FOLLOW")
     monkeypatch.setenv(
         "BENTOML_CONTAINERIZED", "true"
     )  # a built image serves what it was built with
-    assert not RolloutSettings.from_env(tmp_path, tmp_path).follow
+    assert not RolloutSettings.of(service_settings(), tmp_path).follow
     monkeypatch.setenv("TEXTOPS_FOLLOW_STORE", str(tmp_path))
-    followed = RolloutSettings.from_env(tmp_path, tmp_path)
+    followed = RolloutSettings.of(service_settings(), tmp_path)
     assert followed.follow and followed.store == tmp_path
     assert followed.folder == tmp_path / "textops-rollout" / "default"
 

@@ -15,6 +15,7 @@ from assets.monitoring.log_window import (
     window_files,
 )
 from textops_core.serving_log import Retention, ServingLog, file_hour, prune
+from textops_core.settings import service_settings
 
 HOUR = 3600.0
 NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp()
@@ -137,10 +138,10 @@ def test_retention_runs_when_a_writer_rolls_over(tmp_path):
 def test_retention_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("TEXTOPS_SERVING_LOG_MAX_AGE_DAYS", "7")
     monkeypatch.setenv("TEXTOPS_SERVING_LOG_MAX_MB", "500")
-    assert Retention.from_env() == Retention(7 * 86400, 500_000_000)
+    assert Retention.of(service_settings()) == Retention(7 * 86400, 500_000_000)
     monkeypatch.setenv("TEXTOPS_SERVING_LOG_MAX_MB", "lots")
-    with pytest.raises(ValueError, match="TEXTOPS_SERVING_LOG_MAX_MB must be a positive number"):
-        Retention.from_env()
+    with pytest.raises(ValueError, match="TEXTOPS_SERVING_LOG_MAX_MB='lots': Input should be a"):
+        service_settings()
 
 
 def test_a_window_reads_only_the_files_of_its_hours(tmp_path):

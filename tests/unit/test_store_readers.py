@@ -141,7 +141,7 @@ def test_an_intact_store_skips_nothing(store):
 @pytest.mark.parametrize("value", ["-1", "-0.5", "inf", "nan", "forever", "1e999"])
 def test_a_lock_timeout_that_would_wait_forever_is_refused(monkeypatch, tmp_path, value):
     monkeypatch.setenv(LOCK_TIMEOUT_ENV, value)
-    with pytest.raises(ValueError, match=f"{LOCK_TIMEOUT_ENV} must be a finite number"):
+    with pytest.raises(ValueError, match=f"{LOCK_TIMEOUT_ENV}=.{value}.: Input should be"):
         lock_timeout_s()
     with pytest.raises(ValueError, match=LOCK_TIMEOUT_ENV), store_lock(folder=tmp_path):
         pass
