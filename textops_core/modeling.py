@@ -37,10 +37,16 @@ def use_mean_pooling(model) -> None:
     model.forward = types.MethodType(_mean_pooled_forward, model)
 
 
+def mean_pooled(model, input_ids, attention_mask):
+    """The mean of the encoder's last hidden states over the real tokens: the sentence
+    embedding a sentence-transformers encoder gives (and the drift report compares)."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-6)
+
+
 def _mean_pooled_forward(self, input_ids=None, attention_mask=None, **kwargs):
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-6)
+    pooled = mean_pooled(self, input_ids, attention_mask)
     return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))

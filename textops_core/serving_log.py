@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from textops_core.settings import ServiceSettings
+from textops_core.settings import ServiceSettings, textops_home
 
 LOG_DIR_ENV = "TEXTOPS_SERVING_LOG"
 WARN_EVERY_S = 60.0
@@ -43,16 +43,11 @@ logger = logging.getLogger("textops.serving_log")
 
 
 def default_log_dir() -> Path | None:
-    """$TEXTOPS_SERVING_LOG; `off` (or empty when set) disables logging. The default mirrors
-    the pipeline's TEXTOPS_HOME rule here because the service never imports the pipeline."""
+    """$TEXTOPS_SERVING_LOG; `off` (or empty when set) disables logging. Unset: serving_log
+    in textops' home folder, beside the pipeline's artifacts."""
     value = os.environ.get(LOG_DIR_ENV)
     if value is None:
-        home = os.environ.get("TEXTOPS_HOME") or (
-            str(Path(os.environ["DAGSTER_HOME"]) / "textops")
-            if os.environ.get("DAGSTER_HOME")
-            else str(Path.home() / ".textops")
-        )
-        return Path(home) / "serving_log"
+        return Path(textops_home()) / "serving_log"
     if value.strip().lower() in {"", "off", "0", "false"}:
         return None
     return Path(value).expanduser()

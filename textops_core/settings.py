@@ -21,6 +21,16 @@ from pydantic import (
 M = TypeVar("M", bound=BaseModel)
 
 
+def textops_home() -> str:
+    """Where textops keeps its files: TEXTOPS_HOME, else a folder inside DAGSTER_HOME, else
+    ~/.textops (the pipeline's artifact store, and the service's log beside it)."""
+    if home := os.environ.get("TEXTOPS_HOME"):
+        return home
+    if dagster_home := os.environ.get("DAGSTER_HOME"):
+        return os.path.join(dagster_home, "textops")
+    return os.path.join(os.path.expanduser("~"), ".textops")
+
+
 def env_value(name: str, annotation, default):
     """One variable, parsed as `annotation` by pydantic (the parser of ServiceSettings too);
     unset or empty: `default`. A value that does not parse is refused naming the variable."""

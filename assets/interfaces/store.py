@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 
 from assets.interfaces.errors import MissingArtifactError
+from textops_core.settings import textops_home
 
 
 class ArtifactStore(dg.ConfigurableResource, ABC):
@@ -84,12 +85,8 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
 
 
 def default_home() -> str:
-    """TEXTOPS_HOME, else a folder inside DAGSTER_HOME, else ~/.textops."""
-    if home := os.environ.get("TEXTOPS_HOME"):
-        return home
-    if dagster_home := os.environ.get("DAGSTER_HOME"):
-        return str(Path(dagster_home) / "textops")
-    return str(Path.home() / ".textops")
+    """TEXTOPS_HOME, else a folder inside DAGSTER_HOME, else ~/.textops (textops_home)."""
+    return textops_home()
 
 
 def cache_dir() -> Path:

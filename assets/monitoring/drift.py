@@ -77,18 +77,15 @@ def mean_pooled_embeddings(model, tokenizer, texts: list[str], max_length: int) 
     import torch
 
     from textops_core.inference import pad_batch, sorted_batches
+    from textops_core.modeling import mean_pooled
 
-    encoder = model.base_model
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
         for batch in sorted_batches([len(ids) for ids in encoded], 64):
             ids, mask = pad_batch([encoded[i] for i in batch], pad)
-            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            weights = mask[..., None].float()
-            pooled = (hidden * weights).sum(1) / weights.sum(1)
-            out[batch] = pooled.numpy()
+            out[batch] = mean_pooled(model, ids, mask).numpy()
     return out
 
 
