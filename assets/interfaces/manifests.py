@@ -3,7 +3,9 @@
 A manifest is small JSON (paths in the artifact store, hashes, label names, versions). The
 manifest IO manager writes it once per version and, for a downstream asset, loads the version
 that Dagster recorded: the one made in the same run, else the latest materialization in the
-event log. Its `version` is the asset's Dagster data version.
+event log. Its `version` is the asset's Dagster data version. Written here because Dagster's
+IO managers store an output, not the lineage between outputs: the manifests carry it, and the
+require_* checks refuse inputs that do not belong together.
 """
 
 from __future__ import annotations

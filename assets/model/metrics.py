@@ -154,7 +154,9 @@ def paired_bootstrap(
 ) -> tuple[float, float, float]:
     """The metric's difference challenger - champion on the same test examples, and its
     percentile interval from bootstrap resamples shared by both models: what varies between
-    them is the models, not the sample."""
+    them is the models, not the sample. Written here, not with scipy.stats.bootstrap, because
+    one matrix of resample indices scores every resample of both models from confusion counts
+    at once."""
     y_true = np.asarray(y_true)
     index = _resample_index(len(y_true), resamples, seed)
     differences = _resampled(name, y_true, np.asarray(challenger), num_labels, index)

@@ -286,7 +286,8 @@ def smoothed_int8(
     keep_fp32: list[str] | None = None,
 ) -> Path:
     """`smoothed`, then `static_int8` at percentile ranges: every MatMul with a weight on int8
-    inputs, except those named in `keep_fp32`."""
+    inputs, except those named in `keep_fp32`. Written here because ONNX Runtime's own
+    SmoothQuant option runs through Intel Neural Compressor, a dependency textops does not take."""
     smooth = target.with_name(target.stem + ".smoothed.onnx")
     try:
         smoothed(source, smooth, calibration, alpha, keep_fp32)
