@@ -65,6 +65,81 @@ def balanced_class_weights(labels: list[int], num_labels: int) -> list[float]:
     return (counts.sum() / (num_labels * counts)).tolist()
 
 
+def build_module(config: FineTuneConfig, label_names: list[str], train_labels: list[int]):
+    """The base encoder with a new classification head, wrapped in the LightningModule, and
+    its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    base = resolve_base_model(config.base_model)
+    backbone = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    if config.pooling == "mean":
+        use_mean_pooling(backbone)
+    backbone.train()  # transformers 5 loads in eval mode: dropout would be off
+    balanced = config.class_weights == "balanced"
+    module = FineTuneModule(
+        backbone,
+        len(label_names),
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        class_weights=balanced_class_weights(train_labels, len(label_names)) if balanced else None,
+        label_smoothing=config.label_smoothing,
+        head_learning_rate_scale=config.head_learning_rate_scale,
+        layer_decay=config.layer_decay,
+    )
+    return module, AutoTokenizer.from_pretrained(base)
+
+
+def training_callbacks(
+    config: FineTuneConfig, checkpoint_dir: Path, best: Callback, progress: Callback
+) -> list[Callback]:
+    """Resumable checkpoints every checkpoint_every_n_steps, the best weights, the progress
+    log, and early stopping when it is on."""
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="last",
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=config.checkpoint_every_n_steps,
+            enable_version_counter=False,
+        ),
+        best,
+        progress,
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping(
+                monitor="val/macro_f1",
+                mode="max",
+                patience=config.early_stopping_patience,
+                check_on_train_epoch_end=False,
+            )
+        )
+    return callbacks
+
+
+def export_best(module, tokenizer, best: BestWeights, export_dir: Path) -> dict[str, Any]:
+    """The best weights, with the tokenizer, saved as a transformers model in `export_dir`;
+    returns when they were reached (epoch, step, validation macro F1)."""
+    from safetensors.torch import load_file
+
+    if not best.path.is_file():
+        raise RuntimeError("training ended before any validation: no best weights to export")
+    module.load_state_dict(load_file(best.path))
+    export_dir.mkdir(parents=True, exist_ok=True)
+    module.backbone.save_pretrained(export_dir)
+    tokenizer.save_pretrained(export_dir)
+    return json.loads((best.path.parent / BEST_INFO).read_text())
+
+
 def fine_tune(
     config: FineTuneConfig,
     split_paths: dict[str, Path],
@@ -83,39 +158,9 @@ def fine_tune(
     this, and only rank 0 writes checkpoints, best weights and the export and returns the
     outcome (the other ranks return None)."""
     place = place or training_placement(config)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     L.seed_everything(config.seed, workers=True, verbose=False)
-    base = resolve_base_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    backbone = AutoModelForSequenceClassification.from_pretrained(
-        base,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
-    if config.pooling == "mean":
-        use_mean_pooling(backbone)
-    backbone.train()  # transformers 5 loads in eval mode: dropout would be off
     train_labels = pl.read_parquet(split_paths["train"], columns=["label"])["label"].to_list()
-    weights = (
-        balanced_class_weights(train_labels, len(label_names))
-        if config.class_weights == "balanced"
-        else None
-    )
-    module = FineTuneModule(
-        backbone,
-        len(label_names),
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        class_weights=weights,
-        label_smoothing=config.label_smoothing,
-        head_learning_rate_scale=config.head_learning_rate_scale,
-        layer_decay=config.layer_decay,
-    )
+    module, tokenizer = build_module(config, label_names, train_labels)
     data = SplitsDataModule(
         split_paths,
         tokenizer,
@@ -124,7 +169,6 @@ def fine_tune(
         config.seed,
         num_workers=config.num_workers,
     )
-
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / "last.ckpt"
     resume = last if last.is_file() else None
@@ -132,32 +176,10 @@ def fine_tune(
         log(f"resuming from {last}")
     best = BestWeights(checkpoint_dir)
     progress = ProgressLog(log, len(train_labels), config.progress_every_s)
-    all_callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=checkpoint_dir,
-            filename="last",
-            save_top_k=0,
-            save_last=True,
-            every_n_train_steps=config.checkpoint_every_n_steps,
-            enable_version_counter=False,
-        ),
-        best,
-        progress,
-        *(callbacks or []),
-    ]
-    if config.early_stopping_patience:
-        all_callbacks.append(
-            EarlyStopping(
-                monitor="val/macro_f1",
-                mode="max",
-                patience=config.early_stopping_patience,
-                check_on_train_epoch_end=False,
-            )
-        )
     precision = resolve_precision(config.precision, config.accelerator)
     trainer = L.Trainer(
         **trainer_settings(config, precision, place),
-        callbacks=all_callbacks,
+        callbacks=[*training_callbacks(config, checkpoint_dir, best, progress), *(callbacks or [])],
         logger=logger,
         default_root_dir=str(checkpoint_dir),
     )
@@ -166,21 +188,12 @@ def fine_tune(
     wall = time.monotonic() - started
     if trainer.global_rank != 0:
         return None
-    if not best.path.is_file():
-        raise RuntimeError("training ended before any validation: no best weights to export")
-
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(best.path))
-    export_dir.mkdir(parents=True, exist_ok=True)
-    module.backbone.save_pretrained(export_dir)
-    tokenizer.save_pretrained(export_dir)
-    info = json.loads((checkpoint_dir / BEST_INFO).read_text())
+    reached = export_best(module, tokenizer, best, export_dir)
     return TrainingOutcome(
         model_dir=export_dir,
-        best_epoch=info["epoch"],
-        best_step=info["step"],
-        best_val_macro_f1=info["val_macro_f1"],
+        best_epoch=reached["epoch"],
+        best_step=reached["step"],
+        best_val_macro_f1=reached["val_macro_f1"],
         global_step=trainer.global_step,
         resumed_from_step=progress.start_step if resume else None,
         wall_time_s=round(wall, 2),
