@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,118 @@ def measured(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+@dataclass
+class ParityCheck:
+    """Every variant of the model in `model_dir` scored against its PyTorch self on the test
+    texts, and the labels each gave on the verification sample."""
+
+    model_dir: Path
+    texts: list[str]
+    y_true: np.ndarray
+    metric: metrics.Metric
+    max_length: int
+    rules: ParityRules
+    log: Log
+    recorded: dict[str, dict[str, list]] = field(default_factory=dict)
+    reference_labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.sample = verification_sample(len(self.texts))
+
+    def quantize(self, how: Quantization, calibration_texts: list[str]) -> None:
+        from textops_core.inference import VARIANT_FILES
+
+        started = time.monotonic()
+        quantize_int8(
+            self.model_dir,
+            self.model_dir / VARIANT_FILES["onnx-fp32"],
+            self.model_dir / VARIANT_FILES["onnx-int8"],
+            how,
+            calibration_texts,
+            self.max_length,
+        )
+        seconds = time.monotonic() - started
+        self.log(f"quantized the ONNX export to int8 ({how.method}) in {seconds:.0f} s")
+
+    def reference(self) -> VariantScore:
+        """The PyTorch model itself: the labels every other variant is checked against."""
+        from assets.model.predict import load_classifier, predict
+
+        predictor = load_classifier(self.model_dir, self.max_length, "pytorch", micro_batch=32)
+        answered = predict(predictor, self.texts, self.log, "parity: pytorch")
+        self.reference_labels = answered.labels
+        self.recorded["pytorch"] = recorded_labels(answered.probabilities, self.sample)
+        k = answered.probabilities.shape[1]
+        return VariantScore(
+            "pytorch",
+            metrics.score(self.metric, self.y_true, answered.labels, k),
+            1.0,
+            len(self.texts) / answered.seconds,
+            True,
+            "the reference",
+            alone_texts_per_s=answer_alone(predictor, self.texts).texts_per_s,
+        )
+
+    def score(self, variant: str) -> VariantScore:
+        from assets.model.predict import load_classifier, predict
+
+        predictor = load_classifier(self.model_dir, self.max_length, variant, micro_batch=32)
+        predicted = predict(predictor, self.texts, self.log, f"parity: {variant}")
+        alone = answer_alone(predictor, self.texts)
+        self.recorded[variant] = recorded_labels(predicted.probabilities, self.sample)
+        score = parity(
+            variant,
+            self.reference_labels,
+            predicted.probabilities,
+            self.y_true,
+            self.metric,
+            self.rules,
+            len(self.texts) / predicted.seconds,
+            batch_consistency(alone, predicted.labels),
+            alone.texts_per_s,
+        )
+        self.log(f"{variant}: {score.reason}, {pace(score)}")
+        return score
+
+
+def serving_record(
+    check: ParityCheck,
+    scores: list[VariantScore],
+    quantization: Quantization,
+    attempts: list[dict[str, Any]],
+    chosen: tuple[str, str],
+) -> dict[str, Any]:
+    """serving.json (textops_core/inference.py): the variant chosen, why, every variant's
+    numbers and what they were measured under, and the verification sample."""
+    from textops_core.inference import label_names
+    from textops_core.runtime import installed_versions
+
+    return {
+        "variant": chosen[0],
+        "why": chosen[1],
+        "max_length": check.max_length,
+        "metric": check.metric.name,
+        "rules": asdict(check.rules),
+        "quantization": {
+            **measured(asdict(quantization)),
+            "fp32_matmuls": list(quantization.kept_in_fp32()),
+        },
+        "int8_attempts": [measured(a) for a in attempts],
+        "test_rows": len(check.texts),
+        # what the numbers below were measured under; the service warns when it runs otherwise
+        "runtime": measured(installed_versions()),
+        "variants": {score.variant: measured(asdict(score)) for score in scores},
+        # popped by the asset into verification.json, which the service checks before serving
+        "verification": {
+            "texts": [check.texts[i] for i in check.sample],
+            "variants": {
+                v: labels for v, labels in check.recorded.items() if by_name(scores, v).passed
+            },
+            "label_mix": label_mix(check.reference_labels, label_names(check.model_dir)),
+        },
+    }
+
+
 def export_and_check(
     model_dir: Path,
     texts: list[str],
@@ -298,101 +410,28 @@ def export_and_check(
 ) -> dict[str, Any]:
     """Export and quantize the model in `model_dir` (written to its `onnx/` folder; static
     quantization calibrates on `calibration_texts`, training texts), score every variant on the
-    test texts side by side, and return the serving settings (textops_core/inference.py's
-    serving.json): the chosen variant, why, and every variant's numbers."""
-    from assets.model.predict import load_classifier, predict
-    from textops_core.inference import VARIANT_FILES, label_names
-    from textops_core.runtime import installed_versions
+    test texts side by side, and return the serving settings (serving.json): the chosen
+    variant, why, and every variant's numbers. An int8 model that fails parity is made again
+    by the fallback method, once."""
+    from textops_core.inference import VARIANT_FILES
 
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
-
-    def quantized(how: Quantization) -> None:
-        started = time.monotonic()
-        quantize_int8(
-            model_dir,
-            model_dir / VARIANT_FILES["onnx-fp32"],
-            model_dir / VARIANT_FILES["onnx-int8"],
-            how,
-            calibration_texts or [],
-            max_length,
-        )
-        seconds = time.monotonic() - started
-        log(f"quantized the ONNX export to int8 ({how.method}) in {seconds:.0f} s")
-
-    quantized(quantization)
-    reference_predictor = load_classifier(model_dir, max_length, "pytorch", micro_batch=32)
-    reference = predict(reference_predictor, texts, log, "parity: pytorch")
-    reference_labels = reference.labels
-    sample = verification_sample(len(texts))
-    recorded = {"pytorch": recorded_labels(reference.probabilities, sample)}
-    reference_value = metrics.score(
-        metric, y_true, reference_labels, reference.probabilities.shape[1]
-    )
-
-    def scored(variant: str) -> VariantScore:
-        predictor = load_classifier(model_dir, max_length, variant, micro_batch=32)
-        predicted = predict(predictor, texts, log, f"parity: {variant}")
-        alone = answer_alone(predictor, texts)
-        recorded[variant] = recorded_labels(predicted.probabilities, sample)
-        score = parity(
-            variant,
-            reference_labels,
-            predicted.probabilities,
-            y_true,
-            metric,
-            rules,
-            len(texts) / predicted.seconds,
-            batch_consistency(alone, predicted.labels),
-            alone.texts_per_s,
-        )
-        log(f"{variant}: {score.reason}, {pace(score)}")
-        return score
-
-    scores = [
-        VariantScore(
-            "pytorch",
-            reference_value,
-            1.0,
-            len(texts) / reference.seconds,
-            True,
-            "the reference",
-            alone_texts_per_s=answer_alone(reference_predictor, texts).texts_per_s,
-        )
-    ]
+    check = ParityCheck(model_dir, texts, y_true, metric, max_length, rules, log)
+    check.quantize(quantization, calibration_texts or [])
+    scores = [check.reference()]
     attempts = []  # int8 models that failed parity before the one kept
     for variant in CANDIDATES:
-        score = scored(variant)
+        score = check.score(variant)
         if variant == "onnx-int8" and not score.passed and quantization.fallback:
             attempts.append({"method": quantization.method, **asdict(score)})
             quantization = quantization.falling_back()
             log(f"onnx-int8 failed parity; quantizing again, {quantization.method}")
-            quantized(quantization)
-            score = scored(variant)
+            check.quantize(quantization, calibration_texts or [])
+            score = check.score(variant)
         scores.append(score)
     variant, why = choose(scores, pinned)
     log(f"serving {variant}: {why}")
-    return {
-        "variant": variant,
-        "why": why,
-        "max_length": max_length,
-        "metric": metric.name,
-        "rules": asdict(rules),
-        "quantization": {
-            **measured(asdict(quantization)),
-            "fp32_matmuls": list(quantization.kept_in_fp32()),
-        },
-        "int8_attempts": [measured(a) for a in attempts],
-        "test_rows": len(texts),
-        # what the numbers below were measured under; the service warns when it runs otherwise
-        "runtime": measured(installed_versions()),
-        "variants": {score.variant: measured(asdict(score)) for score in scores},
-        # popped by the asset into verification.json, which the service checks before serving
-        "verification": {
-            "texts": [texts[i] for i in sample],
-            "variants": {v: recorded[v] for v in recorded if by_name(scores, v).passed},
-            "label_mix": label_mix(reference_labels, label_names(model_dir)),
-        },
-    }
+    return serving_record(check, scores, quantization, attempts, (variant, why))
 
 
 VERIFICATION_TEXTS = 64
