@@ -16,6 +16,27 @@ def stack_splits(splits: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return pl.concat([frame.with_columns(split=pl.lit(name)) for name, frame in splits.items()])
 
 
+def _frames_to_check(
+    splits: dict[str, pl.DataFrame], label_names: list[str], token_counts
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The rows of every split with the per-row values GX judges (blank flag, token count, a
+    dense id per distinct text), the first row of each (split, text), the rows per split and
+    class, and the train/test class share shift."""
+    stacked = stack_splits(splits)
+    stacked = stacked.with_columns(
+        is_blank=pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""),
+        n_tokens=pl.Series(token_counts),
+        # equal texts, equal ids; a copy that differs only in case, invisible characters,
+        # compatibility forms or whitespace runs too (the key text_splits drops copies by)
+        text_id=hashed_match_keys(stacked["text"]).rank("dense"),
+    )
+    # The first row of each (split, text): an id on two of them is a text in two splits. Found
+    # by id, and filtered rather than made unique, so the texts are not copied.
+    pairs = stacked.filter(pl.struct("split", "text_id").is_first_distinct())
+    counts = _class_counts(stacked, list(splits), label_names)
+    return stacked, pairs, counts, _class_share_shift(stacked, label_names)
+
+
 def text_splits_outcomes(
     splits: dict[str, pl.DataFrame],
     label_names: list[str],
@@ -30,19 +51,7 @@ def text_splits_outcomes(
     GX judges per-row values polars computed (flags, token counts, a dense id per distinct
     text), never the texts themselves (see gx_suite); examples are the texts of the rows GX
     named."""
-    stacked = stack_splits(splits)
-    stacked = stacked.with_columns(
-        is_blank=pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""),
-        n_tokens=pl.Series(token_counts),
-        # equal texts, equal ids; a copy that differs only in case, invisible characters,
-        # compatibility forms or whitespace runs too (the key text_splits drops copies by)
-        text_id=hashed_match_keys(stacked["text"]).rank("dense"),
-    )
-    # The first row of each (split, text): an id on two of them is a text in two splits. Found
-    # by id, and filtered rather than made unique, so the texts are not copied.
-    pairs = stacked.filter(pl.struct("split", "text_id").is_first_distinct())
-    counts = _class_counts(stacked, list(splits), label_names)
-    shift = _class_share_shift(stacked, label_names)
+    stacked, pairs, counts, shift = _frames_to_check(splits, label_names, token_counts)
     stacked_results = validate(
         stacked,
         {
