@@ -90,53 +90,150 @@ Share = Annotated[float, Field(ge=0, le=1)]
 
 class ServiceSettings(BaseModel):
     """Every setting of the service (`bentoml serve`, the container), with its default: read from
-    the environment at start, each field from TEXTOPS_<FIELD> (docs/configuration.md)."""
+    the environment once, as the service starts, each field from TEXTOPS_<FIELD>. The table of
+    them in docs/configuration.md is made from these fields (python -m orchestration.reference)."""
 
     model_config = ConfigDict(frozen=True)
 
-    model_tag: str = Field("", description="Serve this model tag, and only it (no following)")
+    model_tag: str = Field(
+        "", description="Serve this model tag and only it (no following); empty: the champion"
+    )
     follow: bool | None = Field(
         None,
-        description="Follow the registry's champion; unset: on, but in a built image only with "
-        "follow_store",
+        description="Whether the service follows the registry's champion (docs/serving.md, "
+        "Following the registry); unset: on, but off in a built image unless follow_store is "
+        "set",
     )
-    follow_store: str = Field("", description="The BentoML models folder to follow")
-    follow_interval_s: PositiveFloat = Field(10.0, description="How often the leader reads it")
-    rollout_poll_s: PositiveFloat = Field(1.0, description="How often a worker reads the state")
-    deployment: str = Field("default", description="The deployment's name (its rollout folder)")
-    rollout_dir: str = Field("", description="The rollout folder; empty: under BENTOML_HOME")
-    shadow_requests: NonNegativeInt = Field(500, description="Shadowed requests (0: no shadow)")
-    shadow_minutes: PositiveFloat = Field(10.0, description="...or minutes, whichever first")
-    shadow_max_error_rate: Share = Field(0.01, description="Largest error share of a shadow")
+    follow_store: str = Field(
+        "",
+        description="The BentoML models folder the service follows: a mounted volume holding "
+        "textops-classifier/; empty: the service's own BentoML store",
+    )
+    follow_interval_s: PositiveFloat = Field(
+        10.0, description="How often the deciding worker reads the registry (seconds)"
+    )
+    rollout_poll_s: PositiveFloat = Field(
+        1.0, description="How often every worker reads the rollout state (seconds)"
+    )
+    deployment: str = Field(
+        "default",
+        description="The deployment's name: replicas that share its rollout folder follow as "
+        "one, and the code location's sensors read it",
+    )
+    rollout_dir: str = Field(
+        "",
+        description="The rollout folder (state, history, workers' reports); empty: "
+        "$BENTOML_HOME/textops-rollout/<deployment>",
+    )
+    shadow_requests: NonNegativeInt = Field(
+        500,
+        description="A new champion's shadow ends after this many shadowed requests (0: no "
+        "shadow)...",
+    )
+    shadow_minutes: PositiveFloat = Field(
+        10.0, description="...or after this many minutes, whichever comes first"
+    )
+    shadow_max_error_rate: Share = Field(
+        0.01, description="A shadow is promoted only when its errors stay within this share..."
+    )
     shadow_max_p95_ratio: PositiveFloat = Field(
-        2.0, description="Largest p95 of a shadow against the live model's"
+        2.0,
+        description="...its p95 inference time within this multiple of the live model's on the "
+        "same requests...",
     )
     shadow_max_label_shift: Share = Field(
-        0.3, description="Largest total variation of a shadow's label mix from its evaluation's"
+        0.3,
+        description="...and its label mix within this total variation distance of its own "
+        "evaluation's",
     )
-    probation_hours: PositiveFloat = Field(2.0, description="Hours a new live model is watched")
-    latency_slo_ms: PositiveFloat = Field(300.0, description="Request p95 objective (ms)")
-    probation_min_requests: PositiveInt = Field(50, description="Requests before it is judged")
-    serving_log_text: bool = Field(True, description="Log the texts (off: lengths, labels only)")
-    serving_log_max_age_days: PositiveFloat = Field(30.0, description="Log files kept this long")
-    serving_log_max_mb: PositiveFloat = Field(10240.0, description="...within this size")
+    probation_hours: PositiveFloat = Field(
+        2.0,
+        description="In its first hours live, a new model with errors over "
+        "shadow_max_error_rate or a request p95 over latency_slo_ms is recorded as a regression, "
+        "which regression_sensor rolls back",
+    )
+    latency_slo_ms: PositiveFloat = Field(
+        300.0, description="Objective for a live model's request p95 (ms) during probation"
+    )
+    probation_min_requests: PositiveInt = Field(
+        50, description="Requests before a model on probation is judged"
+    )
+    serving_log_text: bool = Field(
+        True,
+        description="Log the texts; off keeps them out (lengths, labels, probabilities, latency "
+        "still logged). Texts are what your users wrote: personal data (docs/operations.md)",
+    )
+    serving_log_max_age_days: PositiveFloat = Field(
+        30.0, description="The service deletes log files older than this..."
+    )
+    serving_log_max_mb: PositiveFloat = Field(
+        10240.0, description="...and then the oldest while the log folder holds more than this"
+    )
     variant: Literal["", "onnx-int8", "onnx-fp32", "pytorch"] = Field(
-        "", description="Serve this variant; empty: the fastest that passed parity, timed here"
+        "",
+        description="Serve this variant; empty: the fastest, timed on this machine when the "
+        "model loads, of those that passed parity at approval (serving.json in the model)",
     )
-    workers: NonNegativeInt = Field(0, description="Service processes (0: one per core)")
-    threads: NonNegativeInt = Field(0, description="Inference threads a process (0: shared out)")
-    micro_batch: PositiveInt = Field(32, description="Texts per length-sorted micro-batch")
-    max_batch_size: PositiveInt = Field(64, description="Most texts run together")
-    batching: Literal["greedy", "bentoml"] = Field("greedy", description="Which batcher")
-    max_latency_ms: PositiveInt = Field(10_000, description="BentoML batching's max_latency_ms")
-    max_queue: PositiveInt = Field(512, description="Texts waiting beyond which 429 answers")
-    max_body_bytes: PositiveInt = Field(1 << 20, description="Larger bodies get 413")
-    idle_timeout_s: FiniteSeconds = Field(5.0, description="A connection's wait for a request")
-    header_timeout_s: FiniteSeconds = Field(10.0, description="A request's line and headers")
-    access_log: bool = Field(False, description="BentoML's access log, a line per request")
-    ort_spin: bool = Field(True, description="ONNX Runtime's threads spin between calls")
+    workers: NonNegativeInt = Field(
+        0,
+        description="Service processes, each with its own copy of the model (0: one per "
+        "physical core; the GPU image sets 1). In a container with a CPU limit, set the limit",
+    )
+    threads: NonNegativeInt = Field(
+        0,
+        description="Inference threads per process (0: the physical cores shared among the "
+        "processes, at least 1)",
+    )
+    micro_batch: PositiveInt = Field(
+        32,
+        description="Most texts per length-sorted micro-batch (one also ends where padding "
+        "would pass a fifth)",
+    )
+    max_batch_size: PositiveInt = Field(64, description="Most texts the batcher runs together")
+    batching: Literal["greedy", "bentoml"] = Field(
+        "greedy",
+        description="greedy: the service's batcher (no waiting window, 429 past max_queue); "
+        "bentoml: BentoML's adaptive batching (requests' texts merged up to max_batch_size); "
+        "equal in throughput (docs/measurements.md)",
+    )
+    max_latency_ms: PositiveInt = Field(
+        10_000,
+        description="With batching bentoml: BentoML's max_latency_ms, past which a waiting "
+        "request is cancelled (503)",
+    )
+    max_queue: PositiveInt = Field(
+        512,
+        description="Texts waiting beyond which requests get 429 at once (raise it with the "
+        "machine's speed)",
+    )
+    max_body_bytes: PositiveInt = Field(
+        1 << 20, description="Request bodies over this get 413 before they are parsed"
+    )
+    idle_timeout_s: FiniteSeconds = Field(
+        5.0,
+        description="Seconds a connection may wait for a request, fresh or kept alive after an "
+        "answer; then the service closes it",
+    )
+    header_timeout_s: FiniteSeconds = Field(
+        10.0,
+        description="Seconds a request's line and headers may take from its first byte; a "
+        "slower request gets 408 and its connection is closed",
+    )
+    access_log: bool = Field(
+        False,
+        description="BentoML's access log, a line per request (it costs throughput; the "
+        "prediction log keeps what monitoring needs)",
+    )
+    ort_spin: bool = Field(
+        True,
+        description="ONNX Runtime's threads spin between calls; off: they sleep (less CPU when "
+        "idle, slower under load)",
+    )
     runtime_check: Literal["warn", "refuse"] = Field(
-        "warn", description="Other library versions than the parity check's: warn or refuse"
+        "warn",
+        description="What the service does when onnxruntime, torch, transformers, tokenizers "
+        "or numpy differ from the versions the served model's parity check ran under "
+        "(serving.json's runtime): warn logs the difference, refuse stops the service",
     )
 
 
