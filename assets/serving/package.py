@@ -143,6 +143,53 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def bento_labels(served_model: ServedModelManifest, run_id: str) -> dict[str, str]:
+    """The bento's labels: the model it serves, the run, and the served model's own lineage,
+    whether this run approved it or an earlier one did."""
+    labels = {"model_tag": served_model.tag, "dagster_run_id": run_id}
+    return labels | {
+        key: served_model.labels[key]
+        for key in ("data_version", "raw_data_version", "model_version", "code_version")
+        if key in served_model.labels
+    }
+
+
+def build_bento(
+    bentofile_name: str, torch_wheel: str, model_tag: str, labels: dict[str, str], log: Log
+) -> str:
+    """`bentoml build` of the service for `model_tag` with `labels`; returns the bento's tag."""
+    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    with tempfile.TemporaryDirectory() as scratch:
+        bentofile = ROOT / bentofile_name
+        if torch_wheel and installs_torch(bentofile):
+            bentofile = with_torch_wheel(bentofile, torch_wheel, Path(scratch) / "bentofile.yaml")
+        output = _bentoml(
+            "build", "-f", str(bentofile), str(ROOT), "--output", "tag", *label_args,
+            env={"TEXTOPS_MODEL_TAG": model_tag}, log=log,
+        )  # fmt: skip
+    return output.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+def bento_metadata(tag: str, model_tag: str, variant: str, bentofile_name: str) -> dict:
+    """What the UI shows of the bento: its tag, where it is, its size with the model, and the
+    command that containerizes it."""
+    path = Path(_bentoml("get", tag, "-o", "path").strip())
+    # BentoML keeps the model in its model store and copies it in on export / containerize.
+    model_path = Path(_bentoml("models", "get", model_tag, "-o", "path").strip())
+    return {
+        "bento_tag": dg.MetadataValue.text(tag),
+        "serving_variant": dg.MetadataValue.text(variant),
+        "bentofile": dg.MetadataValue.text(bentofile_name),
+        "model_tag": dg.MetadataValue.text(model_tag),
+        **numeric_metadata(
+            {"size_mb_with_model": (folder_size(path) + folder_size(model_path)) / 1e6}
+        ),
+        "dockerfile": dg.MetadataValue.path(str(path / "env" / "docker" / "Dockerfile")),
+        "bento_path": dg.MetadataValue.path(str(path)),
+        "containerize": dg.MetadataValue.text(f"scripts/containerize.sh {tag}"),
+    }
+
+
 @dg.asset(
     group_name="serving",
     kinds={"bentoml", "docker"},
@@ -155,54 +202,15 @@ def bento(
     context: dg.AssetExecutionContext, config: BentoConfig, served_model: ServedModelManifest
 ) -> dg.MaterializeResult:
     model_tag = served_model.tag
-    labels = {"model_tag": model_tag, "dagster_run_id": context.run_id}
-    # the served model's own lineage, whether this run approved it or an earlier one did
-    labels |= {
-        key: served_model.labels[key]
-        for key in ("data_version", "raw_data_version", "model_version", "code_version")
-        if key in served_model.labels
-    }
-    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     variant = served_model.labels.get("serving_variant", "pytorch")
     bentofile_name = config.bentofile or bentofile_for(variant)
     context.log.info(f"bentoml build of {bentofile_name} for {model_tag} ({variant})")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as scratch:
-        bentofile = ROOT / bentofile_name
-        if config.torch_wheel and installs_torch(bentofile):
-            bentofile = with_torch_wheel(
-                bentofile, config.torch_wheel, Path(scratch) / "bentofile.yaml"
-            )
-        output = _bentoml(
-            "build",
-            "-f",
-            str(bentofile),
-            str(ROOT),
-            "--output",
-            "tag",
-            *label_args,
-            env={"TEXTOPS_MODEL_TAG": model_tag},
-            log=context.log.info,
-        )
-    tag = output.strip().splitlines()[-1].removeprefix("__tag__:")
-    path = Path(_bentoml("get", tag, "-o", "path").strip())
-    dockerfile = path / "env" / "docker" / "Dockerfile"
-    # BentoML keeps the model in its model store and copies it in on export / containerize.
-    model_path = Path(_bentoml("models", "get", model_tag, "-o", "path").strip())
-    size = folder_size(path) + folder_size(model_path)
+    labels = bento_labels(served_model, context.run_id)
+    tag = build_bento(bentofile_name, config.torch_wheel, model_tag, labels, context.log.info)
+    metadata = bento_metadata(tag, model_tag, variant, bentofile_name)
+    size = metadata["size_mb_with_model"].value
     context.log.info(
-        f"built {tag} in {time.monotonic() - started:.0f} s ({size / 1e6:.1f} MB with the model)"
+        f"built {tag} in {time.monotonic() - started:.0f} s ({size:.1f} MB with the model)"
     )
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(tag),
-        metadata={
-            "bento_tag": dg.MetadataValue.text(tag),
-            "serving_variant": dg.MetadataValue.text(variant),
-            "bentofile": dg.MetadataValue.text(bentofile_name),
-            "model_tag": dg.MetadataValue.text(model_tag),
-            **numeric_metadata({"size_mb_with_model": size / 1e6}),
-            "dockerfile": dg.MetadataValue.path(str(dockerfile)),
-            "bento_path": dg.MetadataValue.path(str(path)),
-            "containerize": dg.MetadataValue.text(f"scripts/containerize.sh {tag}"),
-        },
-    )
+    return dg.MaterializeResult(data_version=dg.DataVersion(tag), metadata=metadata)
