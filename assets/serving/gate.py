@@ -64,6 +64,39 @@ class Decision:
         return asdict(self)
 
 
+def against_champion(
+    challenger: Scores, champion: Scores, rules: GateRules, paired: PairedDelta | None
+) -> list[Comparison]:
+    """The rules that compare with a champion: the paired difference's lower bound, and no
+    class losing more F1 than allowed."""
+    if champion.test_hash != challenger.test_hash or champion.metric != challenger.metric:
+        raise ValueError(
+            "champion and challenger must be scored with the same metric on the same test split"
+        )
+    if paired is None:
+        raise ValueError("a challenger is compared with its champion on paired predictions")
+    name = metric_label(challenger.metric)
+    comparisons = [
+        Comparison(
+            f"paired difference in {name}: lower 95 % bound >= {rules.margin:+g}",
+            paired.low,
+            rules.margin,
+            paired.low >= rules.margin,
+        )
+    ]
+    for label, f1 in challenger.per_class_f1.items():
+        floor = champion.per_class_f1.get(label, 0.0) - rules.max_class_f1_drop
+        comparisons.append(
+            Comparison(
+                f"F1 of '{label}' drops by at most {rules.max_class_f1_drop:g}",
+                f1,
+                floor,
+                f1 >= floor,
+            )
+        )
+    return comparisons
+
+
 def decide(
     challenger: Scores,
     champion: Scores | None,
@@ -79,30 +112,7 @@ def decide(
     if incomparable is not None:
         comparisons.append(Comparison(f"same classes as champion {incomparable}", 0.0, 1.0, False))
     if champion is not None:
-        if champion.test_hash != challenger.test_hash or champion.metric != challenger.metric:
-            raise ValueError(
-                "champion and challenger must be scored with the same metric on the same test split"
-            )
-        if paired is None:
-            raise ValueError("a challenger is compared with its champion on paired predictions")
-        comparisons.append(
-            Comparison(
-                f"paired difference in {name}: lower 95 % bound >= {rules.margin:+g}",
-                paired.low,
-                rules.margin,
-                paired.low >= rules.margin,
-            )
-        )
-        for label, f1 in challenger.per_class_f1.items():
-            before = champion.per_class_f1.get(label, 0.0)
-            comparisons.append(
-                Comparison(
-                    f"F1 of '{label}' drops by at most {rules.max_class_f1_drop:g}",
-                    f1,
-                    before - rules.max_class_f1_drop,
-                    f1 >= before - rules.max_class_f1_drop,
-                )
-            )
+        comparisons += against_champion(challenger, champion, rules, paired)
     else:
         comparisons.append(
             Comparison(
