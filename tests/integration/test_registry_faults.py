@@ -39,7 +39,7 @@ def killed(*args, **kwargs):
     return result
 
 setattr(module, name, killed)
-from bento import registry
+from textops_core import registry
 tag = registry.publish_pending(Path(model_dir), {"source": "test"}, {"label_names": ["a", "b"]})
 registry.approve(tag)
 print(tag, flush=True)
@@ -71,8 +71,8 @@ def a_model(folder: Path, content: bytes) -> Path:
 
 def read_store(home: Path) -> tuple[list[str], dict[str, str], str | None]:
     """(approved tags newest first, every readable tag's `approved` label, the tag served)."""
-    from bento import registry
     from tests.conftest import model_store
+    from textops_core import registry
 
     with model_store(home):
         approved = [str(m.tag) for m in registry.approved_models()]
