@@ -178,7 +178,7 @@ def expected_calibration_error(
     return float(
         multiclass_calibration_error(
             torch.as_tensor(probabilities, dtype=torch.float64),
-            torch.as_tensor(np.asarray(y_true), dtype=torch.long),
+            torch.tensor(np.asarray(y_true), dtype=torch.long),
             num_classes=probabilities.shape[1],
             n_bins=bins,
             norm="l1",

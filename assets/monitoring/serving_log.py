@@ -29,12 +29,19 @@ from textops_core.settings import env_positive_float
 
 WINDOW_ENV = "TEXTOPS_MONITOR_WINDOW_HOURS"
 DEFAULT_WINDOW_HOURS = 24.0
-# Monitoring is stale once its last run is older than the window it reads: predictions served
-# since then have gone unread by the drift checks.
-MONITORING_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(hours=env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS)),
-    warn_window=timedelta(hours=env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS) / 2),
-)
+
+
+def monitoring_freshness(window_hours: float) -> dg.FreshnessPolicy:
+    """Monitoring is stale once its last run is older than the window it reads: predictions
+    served since then have gone unread by the drift checks. Dagster's floor is a minute for
+    the warning (half the window) and two for the failure (a simulated day may be shorter)."""
+    fail = max(timedelta(hours=window_hours), timedelta(minutes=2))
+    return dg.FreshnessPolicy.time_window(
+        fail_window=fail, warn_window=max(fail / 2, timedelta(minutes=1))
+    )
+
+
+MONITORING_FRESHNESS = monitoring_freshness(env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS))
 
 
 def delete_old_copies(store: ArtifactStore, before: float, keep: str) -> int:

@@ -129,3 +129,14 @@ def test_network_reading_assets_retry_and_monitoring_has_a_freshness_policy():
         policy = graph.get(dg.AssetKey(name)).freshness_policy
         assert policy.fail_window.to_timedelta() == timedelta(hours=24)  # the window it reads
         assert policy.warn_window.to_timedelta() == timedelta(hours=12)
+
+
+@pytest.mark.parametrize("hours", [1 / 60, 0.001, 24.0, 24 * 30])
+def test_any_window_gives_a_freshness_policy_dagster_accepts(hours):
+    from datetime import timedelta
+
+    from assets.monitoring.serving_log import monitoring_freshness
+
+    policy = monitoring_freshness(hours)  # a simulated day of a minute among them
+    fail, warn = policy.fail_window.to_timedelta(), policy.warn_window.to_timedelta()
+    assert fail >= max(timedelta(hours=hours), timedelta(minutes=2)) and warn < fail
