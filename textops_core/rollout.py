@@ -35,21 +35,22 @@ WITHDRAWN_BY = "textops-rollout"
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    """How the service follows the registry (environment, read at start)."""
+    """How the service follows the registry: made from ServiceSettings by `of`, where each
+    setting's default and meaning are declared."""
 
-    follow: bool  # TEXTOPS_FOLLOW: follow the champion, or serve the model resolved at start
-    store: Path | None  # TEXTOPS_FOLLOW_STORE: the models folder followed (None: the service's)
-    folder: Path  # TEXTOPS_ROLLOUT_DIR: state, history and worker reports of this deployment
-    interval_s: float = 10.0  # TEXTOPS_FOLLOW_INTERVAL_S: how often the registry is read
-    poll_s: float = 1.0  # TEXTOPS_ROLLOUT_POLL_S: how often a worker reads the state
-    shadow_requests: int = 500  # TEXTOPS_SHADOW_REQUESTS (0: no shadow)
-    shadow_minutes: float = 10.0  # TEXTOPS_SHADOW_MINUTES
-    max_error_rate: float = 0.01  # TEXTOPS_SHADOW_MAX_ERROR_RATE
-    max_p95_ratio: float = 2.0  # TEXTOPS_SHADOW_MAX_P95_RATIO, against the live model's p95
-    max_label_shift: float = 0.3  # TEXTOPS_SHADOW_MAX_LABEL_SHIFT, total variation distance
-    probation_hours: float = 2.0  # TEXTOPS_PROBATION_HOURS
-    latency_slo_ms: float = 300.0  # TEXTOPS_LATENCY_SLO_MS: p95 of a live model's requests
-    min_requests: int = 50  # TEXTOPS_PROBATION_MIN_REQUESTS before a live model is judged
+    follow: bool  # follow the champion, or serve the model resolved at start
+    store: Path | None  # the models folder followed (None: the service's)
+    folder: Path  # state, history and worker reports of this deployment
+    interval_s: float  # how often the registry is read
+    poll_s: float  # how often a worker reads the state
+    shadow_requests: int  # 0: no shadow
+    shadow_minutes: float
+    max_error_rate: float
+    max_p95_ratio: float  # against the live model's p95
+    max_label_shift: float  # total variation distance
+    probation_hours: float
+    latency_slo_ms: float  # p95 of a live model's requests
+    min_requests: int  # before a live model is judged
     load_timeout_s: float = 600.0  # a candidate not loaded by every worker by then is rejected
 
     @classmethod

@@ -58,8 +58,8 @@ class Retention:
     """How much log a folder keeps: files older than `max_age_s`, then the oldest files while
     the folder holds more than `max_bytes`, are deleted."""
 
-    max_age_s: float
-    max_bytes: int = 1 << 62
+    max_age_s: float = ServiceSettings().serving_log_max_age_days * 86400
+    max_bytes: int = int(ServiceSettings().serving_log_max_mb * 1e6)
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> Retention:
@@ -133,7 +133,7 @@ class ServingLog:
     ) -> None:
         self.directory = Path(directory)
         self.log_text = log_text
-        self.retention = retention or Retention.of(ServiceSettings())
+        self.retention = retention or Retention()
         self.on_failure = on_failure
         self.warn_every_s = warn_every_s
         self.clock = clock

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from textops_core.rollout import Champion, RolloutSettings, Stats, empty_state, label_shift, plan
-from textops_core.settings import service_settings
+from textops_core.settings import ServiceSettings, service_settings
 
-SETTINGS = RolloutSettings(follow=True, store=None, folder=Path("/unused"), shadow_requests=100)
+SETTINGS = RolloutSettings.of(ServiceSettings(follow=True, shadow_requests=100), Path("/unused"))
 MIX = {"positive": 0.5, "negative": 0.5}
 
 
@@ -128,7 +128,7 @@ def test_a_rollback_goes_live_as_soon_as_every_worker_verified_it_with_no_shadow
 
 
 def test_shadow_off_promotes_once_verified():
-    off = RolloutSettings(follow=True, store=None, folder=Path("/unused"), shadow_requests=0)
+    off = RolloutSettings.of(ServiceSettings(follow=True, shadow_requests=0), Path("/unused"))
     state = plan(empty_state("m:1", 0.0, "s"), new_champion(), [worker(1)], 1.0, off).state
     decided = plan(state, new_champion(), [worker(1, ["m:2"])], 2.0, off)
     assert decided.state["live"]["tag"] == "m:2"
