@@ -124,13 +124,9 @@ def _local() -> dict[str, object]:
 
 
 def _gcp() -> dict[str, object]:
-    from dagster_gcp import GCSResource
-
     from orchestration.resources.gcs_store import GcsArtifactStore
 
-    gcs = GCSResource(project=dg.EnvVar("GOOGLE_CLOUD_PROJECT"))
     store = GcsArtifactStore(
-        gcs=gcs,
         bucket=dg.EnvVar("TEXTOPS_GCS_BUCKET"),
         prefix=os.environ.get("TEXTOPS_GCS_PREFIX", "textops"),
     )

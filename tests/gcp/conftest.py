@@ -34,12 +34,9 @@ def gcs_emulator():
 
 @pytest.fixture
 def gcs_store(gcs_emulator, request):
-    from dagster_gcp import GCSResource
-
     from orchestration.resources.gcs_store import GcsArtifactStore
 
     return GcsArtifactStore(
-        gcs=GCSResource(project="textops-test"),
         bucket=gcs_emulator["bucket"],
         prefix=f"t/{request.node.name}",
     )

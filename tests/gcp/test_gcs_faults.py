@@ -1,13 +1,12 @@
 """The bucket goes away in the middle of a run: a clear error, and nothing half-visible."""
 
 import dagster as dg
-from dagster_gcp import GCSResource
 
 from assets.data import splits as splits_module
 from assets.interfaces.manifests import RawTextsManifest
 from orchestration.resources.gcs_store import GcsArtifactStore
 from tests.conftest import free_port, latest_manifest, materialize_selected, write_tweeteval
-from tests.gcp.test_gcs_store import upload_folder
+from tests.gcp.test_gcs_store import gcs_client, upload_folder
 
 
 def start(port: int, data_dir):
@@ -28,9 +27,7 @@ def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
     server = start(port, data_dir)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     uri = upload_folder("faulty", "sources/d", write_tweeteval(tmp_path / "d"))
-    store = GcsArtifactStore(
-        gcs=GCSResource(project="t"), bucket="faulty", prefix="run", retry_deadline_s=3
-    )
+    store = GcsArtifactStore(bucket="faulty", prefix="run")
 
     original = splits_module.build_splits
 
@@ -72,4 +69,4 @@ def test_emulator_stopping_mid_run_fails_clearly_and_publishes_nothing(
 
 
 def store_listing(store) -> list[str]:
-    return [blob.name for blob in store.gcs.get_client().list_blobs(store.bucket)]
+    return [blob.name for blob in gcs_client().list_blobs(store.bucket)]
