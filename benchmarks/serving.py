@@ -3,8 +3,9 @@ app, side by side in one run, with the in-process ceiling of each variant.
 
 On TweetEval test tweets, one tweet per request, closed-loop clients (wrk) at each concurrency:
   textops <variant> (<batching>)  `bentoml serve` of the approved model, TEXTOPS_VARIANT=<variant>,
-                     TEXTOPS_BATCHING=<batching>: `greedy` (the service's batcher) or `bentoml`
-                     (BentoML's adaptive batching), both on the first variant
+                     <batching>: `greedy` (the service and its batcher) or `bentoml` (the model
+                     behind BentoML's adaptive batching, benchmarks/adaptive_batching.py), both on
+                     the first variant
   fastapi            benchmarks/fastapi_baseline.py under uvicorn: one PyTorch forward per
                      request, the seeds' way
   ceiling <variant>  the model in-process on length-sorted batches of 32, no HTTP (texts/s)
@@ -95,14 +96,20 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
+# The service with its own batcher, or the same model behind BentoML's adaptive batching
+SERVICES = {
+    "greedy": "bento.service:TextClassifier",
+    "bentoml": "benchmarks.adaptive_batching:AdaptiveBatching",
+}
+
+
 def textops_server(model_tag: str, variant: str, batching: str) -> Server:
     return Server(
-        [str(BIN / "bentoml"), "serve", "bento.service:TextClassifier"]
+        [str(BIN / "bentoml"), "serve", SERVICES[batching]]
         + ["--host", "127.0.0.1", "--port", "{port}"],
         {
             "TEXTOPS_MODEL_TAG": model_tag,
             "TEXTOPS_VARIANT": variant,
-            "TEXTOPS_BATCHING": batching,
             "BENTOML_DO_NOT_TRACK": "true",
             "TEXTOPS_SERVING_LOG": os.environ.get("TEXTOPS_SERVING_LOG", "off"),
         },

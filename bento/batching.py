@@ -1,8 +1,9 @@
 """Greedy micro-batching for the service: a request runs as soon as the model is free, and the
 requests that arrive while it is busy run together next. A lone client never waits for company
-(no batching window), and a crowd is served in batches as large as the backlog. Kept beside
-BentoML's adaptive batching (TEXTOPS_BATCHING=bentoml), which ties with it on throughput, for
-the bounded queue that refuses at once with 429 (docs/measurements.md)."""
+(no batching window), and a crowd is served in batches as large as the backlog. Kept over
+BentoML's adaptive batching, which ties with it on throughput (benchmarks/adaptive_batching.py,
+measured side by side by benchmarks/serving.py), for the bounded queue that refuses at once
+with 429 (docs/serving.md)."""
 
 from __future__ import annotations
 

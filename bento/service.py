@@ -28,7 +28,6 @@ Bento argument (the bentofile's `args`, or `bentoml serve --arg`):
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -75,6 +74,7 @@ from textops_core.registry import (
     skipped_entries,
 )
 from textops_core.rollout import RolloutSettings, read_state
+from textops_core.runtime import physical_cores
 from textops_core.serving_log import Retention, ServingLog, default_log_dir
 from textops_core.settings import service_settings
 
@@ -104,24 +104,17 @@ Texts = Annotated[
 ]
 
 
-def _physical_cores() -> int:
-    import psutil
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(psutil.cpu_count(logical=False) or 1, usable or 1))
-
-
 # On CPUs, one process per physical core with one inference thread each serves the most
 # requests: the processes overlap one another's tokenizing, HTTP and Python time, which one
 # process with a thread per core leaves idle (benchmarks/serving.py; docs/measurements.md).
 # A GPU image sets TEXTOPS_WORKERS=1.
 # The service's settings, read from the environment once, as the process starts.
 SETTINGS = service_settings()
-WORKERS = SETTINGS.workers or _physical_cores()
+WORKERS = SETTINGS.workers or physical_cores()
 
 
 def _threads() -> int:
-    return SETTINGS.threads or max(1, _physical_cores() // WORKERS)
+    return SETTINGS.threads or max(1, physical_cores() // WORKERS)
 
 
 class BentoArguments(BaseModel):
@@ -145,27 +138,11 @@ def declared_resources(arguments: BentoArguments) -> dict[str, Any]:
     return {"resources": {"gpu": arguments.gpus}} if arguments.gpus else {}
 
 
-# Which batcher runs concurrent requests together: `greedy`, the service's own (a lone request
-# runs at once, what arrives meanwhile runs next; refuses with 429 past its queue), or `bentoml`,
-# BentoML's adaptive batching (it waits up to an adaptive window to fill a batch). The two tie
-# on throughput and latency (benchmarks/serving.py; docs/measurements.md), so greedy stays the
-# default for what it adds: a bounded queue that refuses at once with 429 (BentoML's batcher
-# has no queue bound; it cancels requests that waited past max_latency, a 503 after the wait).
-BATCHING = SETTINGS.batching
+# The service's one batcher (bento/batching.py): a lone request runs at once, what arrives
+# meanwhile runs next, refused with 429 past its queue. BentoML's adaptive batching ties with it
+# on throughput and latency but has no queue bound; it is measured beside it from
+# benchmarks/adaptive_batching.py (docs/measurements.md).
 MAX_BATCH = SETTINGS.max_batch_size
-
-
-def classify_api(method):
-    """The `classify` endpoint, batched by BentoML when TEXTOPS_BATCHING=bentoml (its texts
-    lists concatenated across requests, up to MAX_BATCH texts, then split back)."""
-    if BATCHING == "bentoml":
-        return bentoml.api(
-            batchable=True,
-            batch_dim=0,
-            max_batch_size=MAX_BATCH,
-            max_latency_ms=SETTINGS.max_latency_ms,
-        )(method)
-    return bentoml.api(method)
 
 
 START_TAG_ENV = "TEXTOPS_START_TAG"  # the model every worker starts on, resolved once
@@ -382,12 +359,7 @@ class TextClassifier:
         # the candidate's answers run here, after the client's, one request at a time
         self._shadow_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
-        if BATCHING == "greedy":
-            self.batcher = GreedyBatcher(
-                self._run, max_batch=MAX_BATCH, max_queue=SETTINGS.max_queue
-            )
-        else:  # BentoML's batches run here, one at a time (the model uses the cores itself)
-            self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.batcher = GreedyBatcher(self._run, max_batch=MAX_BATCH, max_queue=SETTINGS.max_queue)
         self.follower = None
         if ROLLOUT is not None:
             self.follower = Follower(
@@ -554,21 +526,17 @@ class TextClassifier:
         finally:
             self._shadow_slots.release()
 
-    @classify_api
+    @bentoml.api
     async def classify(self, texts: Texts) -> list[Prediction]:
         """Label, score and class probabilities of each text, in the order given, and the tag
         of the model that answered."""
         started = time.perf_counter()
         texts = list(texts)
         try:
-            if BATCHING == "bentoml":
-                loop = asyncio.get_running_loop()
-                answered = await loop.run_in_executor(self._inference, self._run, texts)
-            else:
-                try:
-                    answered = await self.batcher.submit(texts)
-                except Overloaded as error:
-                    raise TooManyRequests(str(error)) from None
+            try:
+                answered = await self.batcher.submit(texts)
+            except Overloaded as error:
+                raise TooManyRequests(str(error)) from None
         except TooManyRequests:
             raise
         except Exception:

@@ -27,9 +27,8 @@ def write_dagster_yaml(home: Path) -> None:
     )
 
 
-def bentoml_serve(port: int) -> list[str]:
-    """`bentoml serve` of the service on 127.0.0.1:`port`."""
-    service = "bento.service:TextClassifier"
+def bentoml_serve(port: int, service: str = "bento.service:TextClassifier") -> list[str]:
+    """`bentoml serve` of the service (or another BentoML service) on 127.0.0.1:`port`."""
     return [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
 
 

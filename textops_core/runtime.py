@@ -1,10 +1,11 @@
-"""The runtime a model's numbers were measured under: the parity check records the versions of
-the packages each serving variant runs on (serving.json), and the service compares them with its
-own at start. Standard library only."""
+"""The runtime a model is served on: the host's usable cores, and the versions of the packages
+each serving variant runs on, which the parity check records (serving.json) and the service
+compares with its own at start."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from textops_core.settings import service_settings
 
@@ -17,6 +18,14 @@ RUNTIME_PACKAGES = {
     "onnx-fp32": ("onnxruntime", "tokenizers", "numpy"),
     "pytorch": ("torch", "transformers", "tokenizers", "numpy"),
 }
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (at least 1)."""
+    import psutil
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(psutil.cpu_count(logical=False) or 1, usable or 1))
 
 
 def installed_versions(packages: tuple[str, ...] | None = None) -> dict[str, str | None]:

@@ -190,17 +190,6 @@ class ServiceSettings(BaseModel):
         "would pass a fifth)",
     )
     max_batch_size: PositiveInt = Field(64, description="Most texts the batcher runs together")
-    batching: Literal["greedy", "bentoml"] = Field(
-        "greedy",
-        description="greedy: the service's batcher (no waiting window, 429 past max_queue); "
-        "bentoml: BentoML's adaptive batching (requests' texts merged up to max_batch_size); "
-        "equal in throughput (docs/measurements.md)",
-    )
-    max_latency_ms: PositiveInt = Field(
-        10_000,
-        description="With batching bentoml: BentoML's max_latency_ms, past which a waiting "
-        "request is cancelled (503)",
-    )
     max_queue: PositiveInt = Field(
         512,
         description="Texts waiting beyond which requests get 429 at once (raise it with the "

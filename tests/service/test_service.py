@@ -114,15 +114,16 @@ def test_the_service_answers_on_every_variant(approved_graph, tmp_path, variant)
         assert [r["label"] for r in response.json()] == EXPECTED
 
 
-def test_bentoml_batching_answers_concurrent_requests_each_with_its_own_texts(
+def test_the_benchmarks_adaptive_batching_answers_each_request_with_its_own_texts(
     approved_graph, tmp_path
 ):
-    """TEXTOPS_BATCHING=bentoml: BentoML merges concurrent requests' texts (and splits one
-    larger than its batch) and hands every request back its own answers, in order."""
+    """benchmarks/adaptive_batching.py, the batcher the service's is measured against: BentoML
+    merges concurrent requests' texts (and splits one larger than its batch) and hands every
+    request back its own answers, in order, as the service would."""
     import concurrent.futures
 
     port = free_port()
-    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"], "TEXTOPS_BATCHING": "bentoml"}
+    env = {**os.environ, "TEXTOPS_MODEL_TAG": approved_graph["tag"]}
     url = f"http://127.0.0.1:{port}"
     requests = [CLEAR[i % 3 :] + CLEAR[: i % 3] for i in range(12)] + [CLEAR * 85 + CLEAR[:1]]
 
@@ -131,10 +132,12 @@ def test_bentoml_batching_answers_concurrent_requests_each_with_its_own_texts(
         assert response.status_code == 200, response.text
         return [r["label"] for r in response.json()]
 
-    with running(bentoml_serve(port), env, tmp_path / "serve.log", ready_url=f"{url}/readyz"):
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(classify, requests))
-        assert httpx.post(f"{url}/classify", json={"texts": []}, timeout=30).status_code == 400
+    service = bentoml_serve(port, "benchmarks.adaptive_batching:AdaptiveBatching")
+    with (
+        running(service, env, tmp_path / "serve.log", ready_url=f"{url}/readyz"),
+        concurrent.futures.ThreadPoolExecutor(8) as pool,
+    ):
+        answers = list(pool.map(classify, requests))
     for texts, labels in zip(requests, answers, strict=True):
         assert labels == [EXPECTED[CLEAR.index(t)] for t in texts]
     assert len(answers[-1]) == 256
