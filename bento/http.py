@@ -262,14 +262,6 @@ IDLE_TIMEOUT_ENV = "TEXTOPS_IDLE_TIMEOUT_S"
 HEADER_TIMEOUT_ENV = "TEXTOPS_HEADER_TIMEOUT_S"
 
 
-def connection_timeouts() -> tuple[float, float]:
-    """(idle, header) deadlines of a connection, in seconds, from the environment."""
-    from textops_core.settings import service_settings
-
-    settings = service_settings()
-    return settings.idle_timeout_s, settings.header_timeout_s
-
-
 class ConnectionDeadlines:
     """Deadlines on uvicorn's HTTP/1.1 protocols (httptools' and h11's; mixed in before one):
     a connection that brings no request within `idle_timeout_s`, fresh or after an answer, is

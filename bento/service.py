@@ -48,18 +48,17 @@ from bento.follower import Follower, Meter
 from bento.http import (
     BodySizeLimit,
     JsonBodies,
-    connection_timeouts,
     quiet_client_errors,
     use_answered_timeout,
     use_connection_deadlines,
 )
 from textops_core.live import (
+    LoadOptions,
     ModelNotInStore,
     NotServable,
     ServedModel,
     load_served,
     not_in_store,
-    variant_pin,
 )
 from textops_core.registry import (
     PINNED_TAG_ENV,
@@ -81,7 +80,10 @@ from textops_core.settings import service_settings
 logger = logging.getLogger("textops.service")
 
 use_answered_timeout()  # before BentoML assembles the server app's middleware
-use_connection_deadlines(*connection_timeouts())  # before uvicorn resolves its HTTP protocol
+# The service's settings, read from the environment once, as the process starts.
+SETTINGS = service_settings()
+# before uvicorn resolves its HTTP protocol
+use_connection_deadlines(SETTINGS.idle_timeout_s, SETTINGS.header_timeout_s)
 
 MAX_TEXTS = 256
 MAX_CHARS = 2000
@@ -108,8 +110,6 @@ Texts = Annotated[
 # requests: the processes overlap one another's tokenizing, HTTP and Python time, which one
 # process with a thread per core leaves idle (benchmarks/serving.py; docs/measurements.md).
 # A GPU image sets TEXTOPS_WORKERS=1.
-# The service's settings, read from the environment once, as the process starts.
-SETTINGS = service_settings()
 WORKERS = SETTINGS.workers or physical_cores()
 
 
@@ -334,8 +334,7 @@ class TextClassifier:
 
     def __init__(self) -> None:
         quiet_client_errors()
-        self.threads = _threads()
-        self.micro_batch = SETTINGS.micro_batch
+        self.loading = LoadOptions.of(SETTINGS, _threads())
         self.model_failures = model_failure_counter()
         self._skipped: set[str] = set()
         self.live = self._first_model()
@@ -383,15 +382,7 @@ class TextClassifier:
     # --- models -----------------------------------------------------------------------------
 
     def _load(self, entry: StoredEntry) -> ServedModel:
-        return load_served(
-            entry.tag,
-            entry.path,
-            entry.labels,
-            entry.metadata,
-            self.threads,
-            self.micro_batch,
-            variant_pin(),
-        )
+        return load_served(entry.tag, entry.path, entry.labels, entry.metadata, self.loading)
 
     def _count_skipped(self, skipped: dict[str, str]) -> None:
         for tag in skipped.keys() - self._skipped:

@@ -12,8 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-from textops_core.settings import service_settings
-
 # Serving variants, fastest first on a CPU, and the file each loads from the model folder.
 VARIANT_FILES = {"onnx-int8": "onnx/model.int8.onnx", "onnx-fp32": "onnx/model.onnx"}
 VARIANTS = (*VARIANT_FILES, "pytorch")
@@ -94,16 +92,13 @@ class OnnxClassifier:
     """An exported classifier on ONNX Runtime's CPU provider; `threads` 0 lets it use one thread
     per physical core."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
-
+    def __init__(self, path: Path, threads: int = 0, spin: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if service_settings().ort_spin else "0"
-        )
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(path),
@@ -221,9 +216,11 @@ def load_predictor(
     threads: int = 0,
     micro_batch: int = 32,
     temperature: float | None = None,
+    spin: bool = True,
 ) -> Predictor:
     """A predictor of the model in `model_dir` on one of VARIANTS, its probabilities at the
-    model's calibrated temperature unless `temperature` is given."""
+    model's calibrated temperature unless `temperature` is given; `spin` keeps ONNX Runtime's
+    threads spinning between calls."""
     model_dir = Path(model_dir)
     if temperature is None:
         temperature = calibrated_temperature(model_dir)
@@ -235,7 +232,7 @@ def load_predictor(
         path = model_dir / VARIANT_FILES[variant]
         if not path.is_file():
             raise FileNotFoundError(f"{variant}: {path} does not exist in this model")
-        classifier = OnnxClassifier(path, threads)
+        classifier = OnnxClassifier(path, threads, spin)
     return Predictor(
         classifier,
         TextEncoder(model_dir, max_length),

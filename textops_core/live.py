@@ -23,7 +23,7 @@ from textops_core.inference import (
 )
 from textops_core.registry import CHECKSUMS_FILE, integrity_problems
 from textops_core.runtime import check_runtime
-from textops_core.settings import service_settings
+from textops_core.settings import ServiceSettings
 
 logger = logging.getLogger("textops.service")
 
@@ -105,14 +105,33 @@ def _timed(work) -> float:
     return max(time.perf_counter() - started, 1e-9)
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How this process runs the models it loads: the service's settings, read once."""
+
+    threads: int = 0  # 0: one per physical core
+    micro_batch: int = 32
+    pinned_variant: str = ""  # TEXTOPS_VARIANT: serve this variant, untimed
+    spin: bool = True  # ONNX Runtime's threads spin between calls
+    runtime_check: str = "warn"  # or "refuse" a variant whose packages differ from its parity's
+
+    @classmethod
+    def of(cls, settings: ServiceSettings, threads: int) -> LoadOptions:
+        return cls(
+            threads,
+            settings.micro_batch,
+            settings.variant,
+            settings.ort_spin,
+            settings.runtime_check,
+        )
+
+
 def load_served(
     tag: str,
     path: Path,
     labels: dict[str, str],
     metadata: dict[str, Any],
-    threads: int,
-    micro_batch: int,
-    pinned_variant: str = "",
+    options: LoadOptions,
 ) -> ServedModel:
     """The model at `path` verified, timed, warmed and ready; NotServable when a check fails."""
     path = Path(path)
@@ -125,37 +144,19 @@ def load_served(
         settings = serving_settings(path)
         names = label_names(path)
         sample = read_verification(path)
-        max_length = int(metadata.get("max_length", settings.get("max_length", 128)))
         texts = (sample or {}).get("texts") or ["warm up", "what a wonderful day"]
-        choices = [pinned_variant] if pinned_variant else eligible_variants(path, settings)
-        timings: dict[str, dict[str, float]] = {}
-        loaded: dict[str, Predictor] = {}
-        for variant in choices:
-            check_runtime(tag, variant, settings)
-            predictor = load_predictor(path, max_length, variant, threads, micro_batch)
-            predictor.predict_proba(texts[:1])  # the first call allocates
-            loaded[variant] = predictor
-            if len(choices) > 1:
-                timings[variant] = pace(predictor, texts)
+        choices = (
+            [options.pinned_variant]
+            if options.pinned_variant
+            else eligible_variants(path, settings)
+        )
+        max_length = int(metadata.get("max_length", settings.get("max_length", 128)))
+        loaded, timings = _load_variants(tag, path, settings, choices, max_length, texts, options)
     except NotServable:
         raise
     except Exception as error:  # any failure to load means: not served
         raise NotServable(f"{tag} could not be loaded: {type(error).__name__}: {error}") from None
-    if pinned_variant:
-        variant, why = pinned_variant, "pinned by TEXTOPS_VARIANT"
-    elif len(choices) == 1:
-        variant = choices[0]
-        why = f"the only variant that passed parity at approval ({settings.get('why', '')})"
-    else:
-        variant = max(timings, key=lambda v: timings[v]["score"])
-        why = (
-            "fastest here of those that passed parity: "
-            + ", ".join(
-                f"{v} {t['texts_per_s']:.0f} texts/s in batches, {t['alone_texts_per_s']:.0f} alone"
-                for v, t in sorted(timings.items(), key=lambda kv: -kv[1]["score"])
-            )
-            + f" (the approval's machine chose {settings.get('variant')})"
-        )
+    variant, why = _choose(choices, timings, settings, options.pinned_variant)
     predictor = loaded[variant]
     loaded.clear()  # the other variants' sessions are let go
     verified = verify_labels(tag, variant, predictor, names, sample)
@@ -172,6 +173,54 @@ def load_served(
         timings=timings,
         expected_mix=(sample or {}).get("label_mix", {}),
     )
+
+
+def _load_variants(
+    tag: str,
+    path: Path,
+    settings: dict[str, Any],
+    choices: list[str],
+    max_length: int,
+    texts: list[str],
+    options: LoadOptions,
+) -> tuple[dict[str, Predictor], dict[str, dict[str, float]]]:
+    """Each variant of `choices` loaded and warmed, and timed when there is a choice."""
+    timings: dict[str, dict[str, float]] = {}
+    loaded: dict[str, Predictor] = {}
+    for variant in choices:
+        check_runtime(tag, variant, settings, options.runtime_check)
+        predictor = load_predictor(
+            path, max_length, variant, options.threads, options.micro_batch, spin=options.spin
+        )
+        predictor.predict_proba(texts[:1])  # the first call allocates
+        loaded[variant] = predictor
+        if len(choices) > 1:
+            timings[variant] = pace(predictor, texts)
+    return loaded, timings
+
+
+def _choose(
+    choices: list[str],
+    timings: dict[str, dict[str, float]],
+    settings: dict[str, Any],
+    pinned_variant: str,
+) -> tuple[str, str]:
+    """(the variant served, why): the pinned one, the only one, or the fastest here."""
+    if pinned_variant:
+        return pinned_variant, "pinned by TEXTOPS_VARIANT"
+    if len(choices) == 1:
+        why = f"the only variant that passed parity at approval ({settings.get('why', '')})"
+        return choices[0], why
+    variant = max(timings, key=lambda v: timings[v]["score"])
+    why = (
+        "fastest here of those that passed parity: "
+        + ", ".join(
+            f"{v} {t['texts_per_s']:.0f} texts/s in batches, {t['alone_texts_per_s']:.0f} alone"
+            for v, t in sorted(timings.items(), key=lambda kv: -kv[1]["score"])
+        )
+        + f" (the approval's machine chose {settings.get('variant')})"
+    )
+    return variant, why
 
 
 def verify_labels(
@@ -208,7 +257,3 @@ def release_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def variant_pin() -> str:
-    return service_settings().variant

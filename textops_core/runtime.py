@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import os
 
-from textops_core.settings import service_settings
-
 logger = logging.getLogger("textops.service")
 
 # What each variant's numbers depend on: the parity check records these versions in
@@ -57,11 +55,10 @@ def runtime_mismatches(recorded: dict[str, str | None], variant: str) -> list[st
 RUNTIME_CHECK_ENV = "TEXTOPS_RUNTIME_CHECK"
 
 
-def check_runtime(tag: str, variant: str, settings: dict) -> None:
-    """Warn, or refuse with TEXTOPS_RUNTIME_CHECK=refuse, when the packages this variant runs
-    on are not the versions its parity check ran under: the metrics the gate recorded would
-    not be the metrics of what serves."""
-    mode = service_settings().runtime_check
+def check_runtime(tag: str, variant: str, settings: dict, mode: str = "warn") -> None:
+    """Warn, or refuse with `mode` refuse (TEXTOPS_RUNTIME_CHECK), when the packages this
+    variant runs on are not the versions its parity check ran under: the metrics the gate
+    recorded would not be the metrics of what serves."""
     problems = runtime_mismatches(settings.get("runtime", {}), variant)
     if not problems:
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from textops_core.live import NotServable, eligible_variants, load_served
+from textops_core.live import LoadOptions, NotServable, eligible_variants, load_served
 from textops_core.registry import read_entries, write_checksums
 
 
@@ -25,7 +25,8 @@ def model_copy(approved_graph, tmp_path):
 
 
 def load(folder: Path, entry, variant: str = ""):
-    return load_served(entry.tag, folder, entry.labels, entry.metadata, 1, 32, variant)
+    options = LoadOptions(threads=1, micro_batch=32, pinned_variant=variant)
+    return load_served(entry.tag, folder, entry.labels, entry.metadata, options)
 
 
 def test_a_model_is_verified_timed_and_chosen_on_this_machine(model_copy):

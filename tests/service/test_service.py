@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from tests.conftest import free_port
 from tests.processes import ROOT, bentoml_serve, running
 from tests.service.test_hostile_requests import HOSTILE, assert_short_client_error
+from textops_core.live import LoadOptions
 
 CLEAR = [
     "@user tweet 901: such a wonderful day, happy too",
@@ -298,7 +299,7 @@ def test_a_following_worker_whose_models_are_gone_starts_on_another_approved_one
     monkeypatch.setattr(service, "ROLLOUT", RolloutSettings.of(service_settings(), home))
     monkeypatch.setattr(service, "START", "textops-classifier:gone")
     worker = object.__new__(service.TextClassifier.inner)
-    worker.threads, worker.micro_batch = 1, 32
+    worker.loading = LoadOptions(threads=1, micro_batch=32)
     worker.model_failures = service.model_failure_counter()
     assert worker._first_model().tag == approved_graph["tag"]
     shutil.rmtree(kept)

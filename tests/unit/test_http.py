@@ -31,7 +31,6 @@ from bento.http import (
     ConnectionDeadlines,
     JsonBodies,
     client_error,
-    connection_timeouts,
     duplicate_key,
     quiet_client_errors,
     use_answered_timeout,
@@ -39,6 +38,7 @@ from bento.http import (
     with_deadlines,
 )
 from tests.loops import run_in_own_thread
+from textops_core.settings import service_settings
 
 
 def app_with_limit(max_bytes: int):
@@ -393,10 +393,11 @@ def test_uvicorn_serves_with_the_deadlines_once_they_are_in_use(monkeypatch):
 def test_a_timeout_that_is_no_positive_finite_number_is_refused_by_name(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=f"{name}=.{value}.: Input should be"):
-        connection_timeouts()
+        service_settings()
 
 
 def test_timeouts_default_to_5_s_idle_and_10_s_for_headers(monkeypatch):
     monkeypatch.delenv(IDLE_TIMEOUT_ENV, raising=False)
     monkeypatch.setenv(HEADER_TIMEOUT_ENV, "2.5")
-    assert connection_timeouts() == (5.0, 2.5)
+    settings = service_settings()
+    assert (settings.idle_timeout_s, settings.header_timeout_s) == (5.0, 2.5)

@@ -3,6 +3,7 @@ import logging
 import pytest
 
 from textops_core.runtime import check_runtime, installed_versions, runtime_mismatches
+from textops_core.settings import service_settings
 
 
 def test_a_runtime_like_the_one_parity_ran_under_passes():
@@ -23,10 +24,10 @@ def test_another_onnxruntime_is_named_with_both_versions(caplog, monkeypatch):
     assert "m:1 (onnx-int8) runs under other versions than its parity check" in caplog.text
     monkeypatch.setenv("TEXTOPS_RUNTIME_CHECK", "refuse")
     with pytest.raises(RuntimeError, match="parity ran under 1.0.0"):
-        check_runtime("m:1", "onnx-int8", {"runtime": recorded})
+        check_runtime("m:1", "onnx-int8", {"runtime": recorded}, service_settings().runtime_check)
     monkeypatch.setenv("TEXTOPS_RUNTIME_CHECK", "sometimes")
     with pytest.raises(ValueError, match="TEXTOPS_RUNTIME_CHECK='sometimes': Input should be"):
-        check_runtime("m:1", "onnx-int8", {"runtime": recorded})
+        service_settings()
 
 
 def test_a_package_missing_from_the_image_is_named():
