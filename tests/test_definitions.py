@@ -97,6 +97,50 @@ def test_the_configuration_reference_is_the_config_classes():
             assert f"| `{node.op.name}` | `{field}` |" in document, f"{node.op.name}.{field}"
 
 
+def test_the_reference_command_rewrites_stale_tables_into_the_committed_page(tmp_path):
+    """`python -m orchestration.reference`, as the docs tell a contributor to run it, turns a
+    page whose generated tables are stale into the committed page, and leaves the rest."""
+    import subprocess
+    import sys
+
+    from orchestration import reference
+
+    committed = reference.DOC.read_text()
+    stale = committed
+    for begin, end in [
+        (reference.BEGIN, reference.END),
+        (reference.PIPELINE_BEGIN, reference.PIPELINE_END),
+        (reference.SERVICE_BEGIN, reference.SERVICE_END),
+    ]:
+        start, stop = stale.index(begin) + len(begin), stale.index(end)
+        stale = f"{stale[:start]}\n| stale |\n{stale[stop:]}"
+    page = tmp_path / "configuration.md"
+    page.write_text(stale)
+    subprocess.run(
+        [sys.executable, "-m", "orchestration.reference", str(page)],
+        cwd=reference.DOC.parents[1],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert page.read_text() == committed
+
+
+def test_every_pipeline_setting_is_read_by_its_variable_with_its_declared_default(monkeypatch):
+    from assets.settings import PipelineSettings, setting
+    from textops_core.settings import variable
+
+    for name, field in PipelineSettings.model_fields.items():
+        monkeypatch.delenv(variable(name), raising=False)
+        assert setting(name) == field.default
+    monkeypatch.setenv("TEXTOPS_MONITOR_WINDOW_HOURS", "0.5")
+    assert setting("monitor_window_hours") == 0.5
+    for bad in ["0", "inf", "soon"]:
+        monkeypatch.setenv("TEXTOPS_DOWNLOAD_DEADLINE_S", bad)
+        with pytest.raises(ValueError, match=f"TEXTOPS_DOWNLOAD_DEADLINE_S='{bad}'"):
+            setting("download_deadline_s")
+
+
 def heading_anchors(markdown: str) -> set[str]:
     """GitHub's anchors of a document's headings."""
     anchors = set()
@@ -186,9 +230,11 @@ def test_every_variable_the_code_reads_is_documented():
     for folder in ("assets", "bento", "orchestration", "data_checks"):
         for module in (ROOT / folder).rglob("*.py"):
             named |= set(re.findall(r"\"(TEXTOPS_[A-Z0-9_]+)\"", module.read_text()))
+    from assets.settings import PipelineSettings
     from textops_core.settings import ServiceSettings, variable
 
-    named |= {variable(field) for field in ServiceSettings.model_fields}  # the service's, all
+    for settings in (PipelineSettings, ServiceSettings):  # declared in a class, all of them
+        named |= {variable(field) for field in settings.model_fields}
     assert len(named) > 50
     assert sorted(n for n in named - internal if f"`{n}`" not in documented) == []
 

@@ -22,7 +22,9 @@ from assets.interfaces.manifests import MANIFEST_IO, RawTextsManifest, as_output
 from assets.interfaces.store import ArtifactStore, cache_dir, default_home
 from assets.metadata import class_shares, numeric_metadata
 from assets.retries import NETWORK_RETRY, failing_at_once_on_bad_input
+from assets.settings import setting
 from assets.versioning import combined_hash, frame_hash, source_version
+from textops_core.settings import variable
 
 
 class RawTextsConfig(dg.Config):
@@ -53,13 +55,14 @@ def resolve_source(configured: str) -> str:
     """The source URI: `configured` (run config), else $TEXTOPS_SOURCE, else the default. One
     with surrounding whitespace is refused, not trimmed: it is most often a value pasted with
     its neighbour's quote or newline, worth a look before anything is read from it."""
-    setting, uri = ("source", configured) if configured else ("TEXTOPS_SOURCE", "")
-    uri = uri or os.environ.get("TEXTOPS_SOURCE", "")
+    # read unstripped: whitespace around the variable's value is refused below, not trimmed
+    name = "source" if configured else variable("source")
+    uri = configured or os.environ.get(variable("source"), "")
     if not uri:
         return DEFAULT_SOURCE
     if uri != uri.strip():
         raise SourceError(
-            f"{setting}={redact(uri)!r}: starts or ends with whitespace (a space, tab or "
+            f"{name}={redact(uri)!r}: starts or ends with whitespace (a space, tab or "
             "newline); remove it"
         )
     return uri
@@ -67,7 +70,7 @@ def resolve_source(configured: str) -> str:
 
 def landing_location(configured: str = "") -> str:
     """The landing folder: a local path or a gs:// prefix."""
-    return configured or os.environ.get("TEXTOPS_LANDING") or str(Path(default_home()) / "landing")
+    return configured or setting("landing") or str(Path(default_home()) / "landing")
 
 
 def stratified_sample(frame: pl.DataFrame, rows_per_split: int, seed: int) -> pl.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from assets.interfaces.errors import MissingArtifactError
+from assets.settings import setting
 from textops_core.settings import textops_home
 
 
@@ -91,4 +91,4 @@ def default_home() -> str:
 
 def cache_dir() -> Path:
     """Local cache for downloads and base models (never holds results)."""
-    return Path(os.environ.get("TEXTOPS_CACHE", Path.home() / ".cache" / "textops")).expanduser()
+    return Path(setting("cache") or Path.home() / ".cache" / "textops").expanduser()

@@ -23,12 +23,9 @@ from assets.monitoring.log_window import (
     read_window,
 )
 from assets.retries import NETWORK_RETRY, failing_at_once_on_bad_input
+from assets.settings import setting
 from assets.versioning import run_version, source_version
 from textops_core.serving_log import default_log_dir
-from textops_core.settings import env_positive_float
-
-WINDOW_ENV = "TEXTOPS_MONITOR_WINDOW_HOURS"
-DEFAULT_WINDOW_HOURS = 24.0
 
 
 def monitoring_freshness(window_hours: float) -> dg.FreshnessPolicy:
@@ -41,7 +38,7 @@ def monitoring_freshness(window_hours: float) -> dg.FreshnessPolicy:
     )
 
 
-MONITORING_FRESHNESS = monitoring_freshness(env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS))
+MONITORING_FRESHNESS = monitoring_freshness(setting("monitor_window_hours"))
 
 
 def delete_old_copies(store: ArtifactStore, before: float, keep: str) -> int:
@@ -146,7 +143,7 @@ def serving_log(
     default = default_log_dir()
     directory = config.log_dir or (str(default) if default else "")
     now = datetime.now(UTC)
-    window_hours = config.window_hours or env_positive_float(WINDOW_ENV, DEFAULT_WINDOW_HOURS)
+    window_hours = config.window_hours or setting("monitor_window_hours")
     since = (now - timedelta(hours=window_hours)).timestamp()
     read, note = read_served(directory, since, window_hours)
     version = run_version(str(int(now.timestamp())), context.run_id)

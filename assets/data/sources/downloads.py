@@ -39,14 +39,14 @@ from email.message import Message
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from assets.data.sources.formats import SourceError, positive_setting
+from assets.data.sources.formats import SourceError, limit
 from assets.data.sources.redaction import redact, redact_message
 from assets.progress import Log, Progress
+from assets.settings import default
+from textops_core.settings import variable
 
-MAX_BYTES_ENV = "TEXTOPS_MAX_DOWNLOAD_BYTES"
-DEFAULT_MAX_BYTES = 2 * 1024**3
-DEADLINE_ENV = "TEXTOPS_DOWNLOAD_DEADLINE_S"
-DEFAULT_DEADLINE_S = 3600.0
+MAX_BYTES_ENV = variable("max_download_bytes")
+DEADLINE_ENV = variable("download_deadline_s")
 MAX_REDIRECTS = 5
 READ_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 20
@@ -166,12 +166,12 @@ def _split(url: str, shown: str) -> SplitResult:
 
 
 def max_download_bytes() -> int:
-    return positive_setting(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, int)
+    return limit("max_download_bytes")
 
 
 def download_deadline() -> float:
     """The monotonic time by which the downloads of one source read must have finished."""
-    return time.monotonic() + positive_setting(DEADLINE_ENV, DEFAULT_DEADLINE_S, float)
+    return time.monotonic() + limit("download_deadline_s")
 
 
 def fetch(
@@ -298,7 +298,7 @@ class _Download:
         raise SourceError(
             f"{self.source.shown}: the download did not finish within the deadline; for a slow "
             f"link or a large source, set {DEADLINE_ENV} to more seconds (default "
-            f"{DEFAULT_DEADLINE_S:.0f})"
+            f"{default('download_deadline_s'):.0f})"
         )
 
     def _too_large(self, size: int, when: str) -> SourceError:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import codecs
 import io
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from textops_core.settings import env_int, env_positive_float
+from assets.settings import default, setting
+from textops_core.settings import variable
 
 # Split names in textops -> file stems in the TweetEval layout.
 TWEETEVAL_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -35,8 +35,7 @@ MAX_CLASSES = 10_000
 # Rows a table source may hold once decoded: compressed Parquet holds millions of rows in a few
 # kilobytes, which the download's byte cap does not see. The default is twice what the data
 # volume benchmark runs through the pipeline.
-MAX_ROWS_ENV = "TEXTOPS_MAX_ROWS"
-DEFAULT_MAX_ROWS = 20_000_000
+MAX_ROWS_ENV = variable("max_rows")
 
 RAW_SCHEMA = {
     "text": pl.String,
@@ -56,23 +55,20 @@ class RawSource:
     label_names: list[str]  # label id -> name
 
 
-def positive_setting(name: str, default: float, kind: type = float):
-    """The positive number in environment variable `name`, else `default`; anything else
-    (infinity too) is refused, naming the variable, rather than read as "no limit"."""
-    read = env_int if kind is int else env_positive_float
+def limit(field: str):
+    """A cap from the pipeline's settings (assets/settings.py); a value that is not a positive,
+    finite number (infinity too) is refused, naming its variable, rather than read as "no
+    limit"."""
     try:
-        value = read(name, default)
-        if not math.isfinite(value):
-            raise ValueError(name)
-        return value
+        return setting(field)
     except ValueError:
-        raw = os.environ.get(name, "").strip()
-        message = f"{name}={raw!r}: expected a positive number (default {default})"
-        raise SourceError(message) from None
+        raw = os.environ.get(variable(field), "").strip()
+        name, was = variable(field), default(field)
+        raise SourceError(f"{name}={raw!r}: expected a positive number (default {was})") from None
 
 
 def max_rows() -> int:
-    return positive_setting(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, int)
+    return limit("max_rows")
 
 
 def tweeteval_file_names() -> list[str]:

@@ -16,20 +16,19 @@ from pathlib import PurePosixPath
 import polars as pl
 from upath import UPath
 
-from assets.data.sources.downloads import DEFAULT_MAX_BYTES
 from assets.data.sources.formats import (
     RAW_SCHEMA,
     TABLE_SUFFIXES,
     SourceError,
-    positive_setting,
+    limit,
     read_table,
     with_label_names,
 )
 from assets.locations import location
+from textops_core.settings import variable
 
 # A landed file is read whole into memory, like a downloaded source, and under the same cap.
-MAX_BYTES_ENV = "TEXTOPS_LANDING_MAX_BYTES"
-DEFAULT_LANDING_MAX_BYTES = DEFAULT_MAX_BYTES
+MAX_BYTES_ENV = variable("landing_max_bytes")
 
 # What copy and upload tools, editors and sync clients write while a file is still on its way
 # (or leave behind): never data, even when the name also ends in a table suffix.
@@ -53,7 +52,7 @@ class LandedFileTooLarge(SourceError):
 
 
 def landing_max_bytes() -> int:
-    return positive_setting(MAX_BYTES_ENV, DEFAULT_LANDING_MAX_BYTES, int)
+    return limit("landing_max_bytes")
 
 
 def too_large(name: str, size: str, cap: int) -> LandedFileTooLarge:

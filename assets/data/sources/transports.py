@@ -29,7 +29,7 @@ from assets.data.sources.formats import (
     RawSource,
     SourceError,
     frame_to_source,
-    positive_setting,
+    limit,
     read_table,
     read_tweeteval,
     tweeteval_file_names,
@@ -37,6 +37,7 @@ from assets.data.sources.formats import (
 from assets.data.sources.redaction import redact
 from assets.locations import LocationError, google_credentials, location
 from assets.progress import Log
+from textops_core.settings import variable
 
 # The default data ships inside the package, so the first run needs no network; its upstream
 # is one setting away (TEXTOPS_SOURCE=<UPSTREAM_SOURCE>) and reads to the same data version.
@@ -44,8 +45,7 @@ EMBEDDED = "embedded:"
 DEFAULT_SOURCE = f"{EMBEDDED}tweeteval/hate"
 UPSTREAM_SOURCE = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets/hate"
 URL_SCHEME = re.compile(r"\s*https?\s*:", re.IGNORECASE)
-BIGQUERY_MAX_BYTES_ENV = "TEXTOPS_BIGQUERY_MAX_BYTES"
-DEFAULT_BIGQUERY_MAX_BYTES = 10 * 1024**3
+BIGQUERY_MAX_BYTES_ENV = variable("bigquery_max_bytes")
 
 
 def read_source(uri: str, cache: Path, log: Log, warn: Log | None = None) -> RawSource:
@@ -190,7 +190,7 @@ def is_script(sql: str) -> bool:
 
 
 def bigquery_max_bytes() -> int:
-    return positive_setting(BIGQUERY_MAX_BYTES_ENV, DEFAULT_BIGQUERY_MAX_BYTES, int)
+    return limit("bigquery_max_bytes")
 
 
 def read_bigquery(client, uri: str, log: Log) -> RawSource:
