@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from textops_core.settings import env_value, variable
+from textops_core.settings import env_field
 
 # A positive, finite number: "no limit" is never spelled inf
 FinitePositive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -69,14 +69,45 @@ class PipelineSettings(BaseModel):
         description="The window of traffic monitoring reads (serving_log's window_hours when "
         "its run config leaves it 0, as the automation's runs do)",
     )
+    # the automation (orchestration/automation.py), read when the code location loads
+    automation: str = Field(
+        "monitoring",
+        description="Which automation starts switched on: `monitoring` (monitoring_automation "
+        "and regression_sensor), `all` (the whole loop: those, drift_sensor, new_data_sensor, "
+        "retrain_schedule), `off`, or a comma-separated list of those names; a switch flipped "
+        "in the UI wins over it (live_model_sensor only records, and is always on)",
+    )
+    retrain_cron: str = Field(
+        "0 3 * * 1",
+        description="Cron of retrain_schedule (Mondays 03:00); a bad expression stops the code "
+        "location with a message",
+    )
+    monitor_cron: str = Field(
+        "0 * * * *",
+        description="Cron of monitoring (serving_log then drift_report, by declarative "
+        "automation); a bad expression stops the code location with a message",
+    )
+    retrain_config: str = Field(
+        "",
+        description="YAML run config used by retrain runs from the schedule and sensors (e.g. "
+        "fewer epochs); empty: none",
+    )
+    landing_settle_s: FinitePositive = Field(
+        60.0,
+        description="Seconds a landed file must stay unchanged (size and modification time, or "
+        "GCS generation) before new_data_sensor picks it up",
+    )
+    drift_cooldown_hours: FinitePositive = Field(
+        24.0,
+        description="drift_sensor retrains at most once per served model in this many hours "
+        "(hourly reports of one drifted model do not retrain it every hour on the same data)",
+    )
 
 
 def setting(field: str) -> Any:
     """The pipeline setting `field`, read now: TEXTOPS_<FIELD> parsed as the field's type, unset
     or empty meaning its default; ValueError naming the variable when it does not parse."""
-    info = PipelineSettings.model_fields[field]
-    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-    return env_value(variable(field), annotation, info.default)
+    return env_field(PipelineSettings, field)
 
 
 def default(field: str) -> Any:

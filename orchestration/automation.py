@@ -10,7 +10,6 @@ retrain_schedule, new_data_sensor, drift_sensor. A switch flipped in the UI wins
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +20,22 @@ import yaml
 from assets.data.raw import landing_location
 from assets.data.sources.landing import MAX_BYTES_ENV as LANDING_MAX_BYTES_ENV
 from assets.data.sources.landing import LandedFile, landed_files, landing_max_bytes
-from textops_core.settings import env_positive_float
+from assets.settings import setting
+from textops_core.settings import variable
 
-DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
-DEFAULT_MONITOR_CRON = "0 * * * *"  # hourly
-DEFAULT_DRIFT_COOLDOWN_HOURS = 24.0
-AUTOMATION_ENV = "TEXTOPS_AUTOMATION"
+AUTOMATION_ENV = variable("automation")
 MONITORING = "monitoring_automation"
 REGRESSION = "regression_sensor"
 SWITCHES = (MONITORING, REGRESSION, "retrain_schedule", "new_data_sensor", "drift_sensor")
 # rolling back a regressing new model only ever returns to a model that was approved before
 PRESETS = {"monitoring": {MONITORING, REGRESSION}, "all": set(SWITCHES), "off": set()}
-LANDING_SETTLE_ENV = "TEXTOPS_LANDING_SETTLE_S"
-DEFAULT_LANDING_SETTLE_S = 60.0  # how long a landed file stays unchanged before it is ingested
+LANDING_SETTLE_ENV = variable("landing_settle_s")
 LANDING_CURSOR_FORMAT = 2
 
 
 def switched_on() -> set[str]:
     """The automation that starts switched on ($TEXTOPS_AUTOMATION)."""
-    value = os.environ.get(AUTOMATION_ENV, "").strip() or "monitoring"
+    value = setting("automation")
     if value in PRESETS:
         return PRESETS[value]
     names = {name.strip() for name in value.split(",") if name.strip()}
@@ -57,20 +53,22 @@ def sensor_status(name: str) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
-def valid_cron(variable: str, default: str, example: str) -> str:
-    cron = os.environ.get(variable, default)
+def valid_cron(field: str, example: str) -> str:
+    """The cron expression of setting `field`, checked as Dagster reads it."""
+    cron = setting(field)
     try:
-        dg.AutomationCondition.cron_tick_passed(cron)  # checks the expression as Dagster reads it
+        dg.AutomationCondition.cron_tick_passed(cron)
     except Exception:
         raise ValueError(
-            f"{variable}={cron!r} is not a valid cron expression: use five fields, e.g. {example}"
+            f"{variable(field)}={cron!r} is not a valid cron expression: use five fields, e.g. "
+            f"{example}"
         ) from None
     return cron
 
 
 def retrain_run_config() -> dict:
     """Default run config of `retrain`: the YAML file at $TEXTOPS_RETRAIN_CONFIG, if set."""
-    path = os.environ.get("TEXTOPS_RETRAIN_CONFIG")
+    path = setting("retrain_config")
     if not path:
         return {}
     config_path = Path(path).expanduser()
@@ -92,7 +90,7 @@ def retrain_job(assets: list):
 
 
 def retrain_schedule(job) -> dg.ScheduleDefinition:
-    cron = valid_cron("TEXTOPS_RETRAIN_CRON", DEFAULT_CRON, "'0 3 * * 1' for Mondays at 03:00")
+    cron = valid_cron("retrain_cron", "'0 3 * * 1' for Mondays at 03:00")
     on = "retrain_schedule" in switched_on()
     return dg.ScheduleDefinition(
         name="retrain_schedule",
@@ -107,7 +105,7 @@ def retrain_schedule(job) -> dg.ScheduleDefinition:
 def monitoring_automation(assets: list) -> tuple[list, dg.AutomationConditionSensorDefinition]:
     """`assets` (serving_log, drift_report) materialized together on $TEXTOPS_MONITOR_CRON
     (hourly by default), and the automation sensor that runs them: one switch in the UI."""
-    cron = valid_cron("TEXTOPS_MONITOR_CRON", DEFAULT_MONITOR_CRON, "'0 * * * *' for hourly")
+    cron = valid_cron("monitor_cron", "'0 * * * *' for hourly")
     condition = dg.AutomationCondition.on_cron(cron)
     automated = dg.map_asset_specs(
         lambda spec: spec.replace_attributes(automation_condition=condition), assets
@@ -124,7 +122,7 @@ def monitoring_automation(assets: list) -> tuple[list, dg.AutomationConditionSen
 
 
 def landing_settle_s() -> float:
-    return env_positive_float(LANDING_SETTLE_ENV, DEFAULT_LANDING_SETTLE_S)
+    return setting("landing_settle_s")
 
 
 @dataclass(frozen=True)
@@ -245,7 +243,7 @@ def new_data_sensor(job) -> dg.SensorDefinition:
 
 
 def drift_cooldown_hours() -> float:
-    return env_positive_float("TEXTOPS_DRIFT_COOLDOWN_HOURS", DEFAULT_DRIFT_COOLDOWN_HOURS)
+    return setting("drift_cooldown_hours")
 
 
 def drift_sensor(job) -> dg.SensorDefinition:

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from textops_core.rollout import read_history, read_state
-from textops_core.settings import env_positive_float
+from textops_core.settings import ServiceSettings, env_field
 
 SERVED_MODEL = dg.AssetKey("served_model")
 DRIFT_REPORT = dg.AssetKey("drift_report")
@@ -132,7 +132,7 @@ def regression_sensor(job, status: dg.DefaultSensorStatus) -> dg.SensorDefinitio
                 state["drift_ts"] = record.timestamp
                 if metadata["drifted"].value and "model_tag" in metadata:
                     drifted = metadata["model_tag"].value
-        hours = env_positive_float("TEXTOPS_PROBATION_HOURS", 2.0)
+        hours = env_field(ServiceSettings, "probation_hours")
         requests = [
             dg.RunRequest(
                 run_key=f"rollback-{tag}",  # one rollback per model, whatever noticed it

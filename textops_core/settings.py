@@ -226,5 +226,14 @@ class ServiceSettings(BaseModel):
     )
 
 
+def env_field(model: type[BaseModel], field: str):
+    """One field of a settings class read now: TEXTOPS_<FIELD> parsed as the field's type, unset
+    or empty meaning the field's default; ValueError naming the variable when it does not
+    parse."""
+    info = model.model_fields[field]
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    return env_value(variable(field), annotation, info.default)
+
+
 def service_settings(environ: Mapping[str, str] | None = None) -> ServiceSettings:
     return read_environment(ServiceSettings, environ)

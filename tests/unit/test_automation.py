@@ -1,6 +1,7 @@
 import dagster as dg
 import pytest
 
+from assets.settings import PipelineSettings
 from orchestration import automation, definitions
 
 
@@ -51,7 +52,7 @@ def test_drift_sensor_requests_retrain_only_on_drift():
 
 def test_schedule_is_weekly_and_off_until_turned_on():
     schedule = definitions.SCHEDULES[0]
-    assert schedule.cron_schedule == automation.DEFAULT_CRON
+    assert schedule.cron_schedule == PipelineSettings.model_fields["retrain_cron"].default
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "retrain"
 
