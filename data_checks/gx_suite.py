@@ -32,6 +32,14 @@ class ExpectationOutcome:
         rows = frame.select(columns)[self.unexpected_index[:MAX_EXAMPLES]].to_dicts()
         return [{k: (v[:200] if isinstance(v, str) else v) for k, v in row.items()} for row in rows]
 
+    def found(self, frame: pl.DataFrame, columns: list[str], **more: Any) -> dict[str, Any]:
+        """A check's metadata: how many rows offended, up to five of them, and `more`."""
+        return {
+            "unexpected_count": self.unexpected_count,
+            "examples": self.examples(frame, columns),
+            **more,
+        }
+
 
 @functools.cache
 def _batch_definition():

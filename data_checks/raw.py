@@ -48,20 +48,14 @@ def raw_texts_outcomes(
         labels.success,
         Severity.ERROR,
         f"every label is one of {len(label_names)} ids {list(range(len(label_names)))}",
-        {
-            "unexpected_count": labels.unexpected_count,
-            "examples": labels.examples(frame, columns),
-        },
+        labels.found(frame, columns),
     )
     not_null = results["not_null"]
     outcomes["text_not_null"] = CheckOutcome(
         not_null.success,
         Severity.ERROR,
         "no row has a null text",
-        {
-            "unexpected_count": not_null.unexpected_count,
-            "examples": not_null.examples(frame, columns),
-        },
+        not_null.found(frame, columns),
     )
     blank = results["blank"]
     share = blank.unexpected_count / max(blank.element_count, 1)
@@ -71,11 +65,7 @@ def raw_texts_outcomes(
         severity,
         f"share of empty texts {share:.3%} (warn above {empty_warn_share:.1%}, "
         f"error above {empty_error_share:.0%})",
-        {
-            "unexpected_count": blank.unexpected_count,
-            "share": float(share),
-            "examples": blank.examples(frame, columns),
-        },
+        blank.found(frame, columns, share=float(share)),
     )
     return outcomes
 

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from assets.data.splits import hashed_match_keys
-from data_checks.gx_suite import validate
+from data_checks.gx_suite import ExpectationOutcome, validate
 from data_checks.outcome import CheckOutcome, Severity
 
 
@@ -52,28 +52,12 @@ def text_splits_outcomes(
     text), never the texts themselves (see gx_suite); examples are the texts of the rows GX
     named."""
     stacked, pairs, counts, shift = _frames_to_check(splits, label_names, token_counts)
-    stacked_results = validate(
-        stacked,
-        {
-            "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
-            "long": gxe.ExpectColumnValuesToBeBetween(column="n_tokens", max_value=max_length),
-        },
+    met = _expectations(
+        stacked, pairs, counts, shift, min_per_class, max_class_share_shift, max_length
     )
-    unique_ids = {"unique": gxe.ExpectColumnValuesToBeUnique(column="text_id")}
-    leaks = validate(pairs, unique_ids)["unique"]
-    coverage = validate(
-        counts, {"min": gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=min_per_class)}
-    )["min"]
-    shifted = validate(
-        shift,
-        {
-            "max": gxe.ExpectColumnValuesToBeBetween(
-                column="abs_shift", max_value=max_class_share_shift
-            )
-        },
-    )["max"]
-
-    blank, long = stacked_results["blank"], stacked_results["long"]
+    leaks, coverage, blank, shifted, long = (
+        met[name] for name in ("unique", "coverage", "blank", "shift", "long")
+    )
     long_share = long.unexpected_count / max(long.element_count, 1)
     columns = ["split", "text", "label_name"]
     return {
@@ -82,52 +66,77 @@ def text_splits_outcomes(
             Severity.ERROR,
             "no text appears in more than one split (copies that differ only in case, "
             "invisible characters or whitespace count as the same text)",
-            {
-                "unexpected_count": leaks.unexpected_count,
-                "examples": leaks.examples(pairs, columns),
-            },
+            leaks.found(pairs, columns),
         ),
         "classes_in_every_split": CheckOutcome(
             coverage.success,
             Severity.ERROR,
             f"every class has at least {min_per_class} rows in every split",
-            {
-                "unexpected_count": coverage.unexpected_count,
-                "examples": coverage.examples(counts, ["split", "label_name", "rows"]),
-                "rows_per_split_and_class": {f"{s}/{n}": r for s, n, r in counts.iter_rows()},
-            },
+            coverage.found(
+                counts,
+                ["split", "label_name", "rows"],
+                rows_per_split_and_class={f"{s}/{n}": r for s, n, r in counts.iter_rows()},
+            ),
         ),
         "no_empty_text": CheckOutcome(
             blank.success,
             Severity.ERROR,
             "no split holds an empty text",
-            {
-                "unexpected_count": blank.unexpected_count,
-                "examples": blank.examples(stacked, columns),
-            },
+            blank.found(stacked, columns),
         ),
         "class_share_shift": CheckOutcome(
             shifted.success,
             Severity.WARN,
             f"train and test class shares differ by at most {max_class_share_shift:.0%}",
-            {
-                "unexpected_count": shifted.unexpected_count,
-                "max_abs_shift": float(shift["abs_shift"].max() or 0.0),
-                "examples": shifted.examples(shift, shift.columns),
-            },
+            shifted.found(
+                shift, shift.columns, max_abs_shift=float(shift["abs_shift"].max() or 0.0)
+            ),
         ),
         "long_text_share": CheckOutcome(
             long_share <= max_long_share,
             Severity.WARN,
             f"{long_share:.2%} of texts are longer than max_length={max_length} tokens and "
             f"will be truncated (warn above {max_long_share:.0%})",
-            {
-                "unexpected_count": long.unexpected_count,
-                "share": float(long_share),
-                "max_tokens": int(stacked["n_tokens"].max() or 0),
-                "examples": long.examples(stacked, [*columns, "n_tokens"]),
-            },
+            long.found(
+                stacked,
+                [*columns, "n_tokens"],
+                share=float(long_share),
+                max_tokens=int(stacked["n_tokens"].max() or 0),
+            ),
         ),
+    }
+
+
+def _expectations(
+    stacked: pl.DataFrame,
+    pairs: pl.DataFrame,
+    counts: pl.DataFrame,
+    shift: pl.DataFrame,
+    min_per_class: int,
+    max_class_share_shift: float,
+    max_length: int,
+) -> dict[str, ExpectationOutcome]:
+    """GX's verdict on each frame: no blank or over-long text, no text id twice across
+    splits, enough rows per split and class, a bounded class-share shift."""
+    per_row = validate(
+        stacked,
+        {
+            "blank": gxe.ExpectColumnValuesToBeInSet(column="is_blank", value_set=[False]),
+            "long": gxe.ExpectColumnValuesToBeBetween(column="n_tokens", max_value=max_length),
+        },
+    )
+    unique = {"unique": gxe.ExpectColumnValuesToBeUnique(column="text_id")}
+    enough = {"min": gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=min_per_class)}
+    bounded = {
+        "max": gxe.ExpectColumnValuesToBeBetween(
+            column="abs_shift", max_value=max_class_share_shift
+        )
+    }
+    return {
+        **per_row,
+        "unique": validate(pairs, unique)["unique"],
+        "coverage": validate(counts, enough)["min"],
+        "shift": validate(shift, bounded)["max"],
     }
 
 

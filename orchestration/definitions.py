@@ -126,10 +126,11 @@ def _local() -> dict[str, object]:
 def _gcp() -> dict[str, object]:
     from orchestration.resources.gcs_store import GcsArtifactStore
 
-    store = GcsArtifactStore(
-        bucket=dg.EnvVar("TEXTOPS_GCS_BUCKET"),
-        prefix=os.environ.get("TEXTOPS_GCS_PREFIX", "textops"),
+    # resolved by Dagster when a run starts; an unset prefix keeps the field's default
+    prefix = (
+        {"prefix": dg.EnvVar("TEXTOPS_GCS_PREFIX")} if "TEXTOPS_GCS_PREFIX" in os.environ else {}
     )
+    store = GcsArtifactStore(bucket=dg.EnvVar("TEXTOPS_GCS_BUCKET"), **prefix)
     return pipeline_resources(store)
 
 

@@ -283,16 +283,7 @@ def plan(
         if champion.tag is None or champion.tag == live["tag"] or champion.tag in rejected:
             _probation(out, workers, now, settings)
             return out
-        rollback = not champion.live_approved or not champion.newer_than_live
-        state["candidate"] = candidate = {
-            "tag": champion.tag,
-            "kind": "rollback" if rollback else "new",
-            "phase": "loading",
-            "since": now,
-            "shadow_since": None,
-            "expected_mix": champion.expected_mix,
-        }
-        out.events.append({"event": "loading", "tag": champion.tag, "kind": candidate["kind"]})
+        candidate = _start_candidate(out, champion, now)
 
     tag = candidate["tag"]
     failures = {w["pid"]: w.get("failed", {}).get(tag) for w in workers}
@@ -300,34 +291,73 @@ def plan(
     if failed:
         reason = f"not served: {next(iter(failed.values()))}"
         _reject(out, tag, reason, withdraw=False)
-        return out
-    if candidate["phase"] == "loading":
-        if workers and all(tag in w.get("ready", []) for w in workers):
-            if candidate["kind"] == "rollback" or settings.shadow_requests == 0:
-                why = (
-                    "rollback: served again once verified"
-                    if candidate["kind"] == "rollback"
-                    else "verified; shadow is off"
-                )
-                _promote(out, candidate, now, why, None)
-            else:
-                candidate["phase"] = "shadow"
-                candidate["shadow_since"] = now
-                out.events.append({"event": "shadow", "tag": tag})
-        elif now - candidate["since"] > settings.load_timeout_s:
-            _reject(out, tag, f"not loaded by every worker in {settings.load_timeout_s:.0f} s")
-        return out
+    elif candidate["phase"] == "loading":
+        _loading(out, candidate, workers, now, settings)
+    else:
+        _shadowing(out, candidate, workers, now, settings)
+    return out
 
+
+def _start_candidate(out: Plan, champion: Champion, now: float) -> dict[str, Any]:
+    """The registry's champion becomes the candidate: a rollback when it is not newer than the
+    live model or the live one is no longer approved."""
+    rollback = not champion.live_approved or not champion.newer_than_live
+    candidate = out.state["candidate"] = {
+        "tag": champion.tag,
+        "kind": "rollback" if rollback else "new",
+        "phase": "loading",
+        "since": now,
+        "shadow_since": None,
+        "expected_mix": champion.expected_mix,
+    }
+    out.events.append({"event": "loading", "tag": champion.tag, "kind": candidate["kind"]})
+    return candidate
+
+
+def _loading(
+    out: Plan,
+    candidate: dict[str, Any],
+    workers: list[dict[str, Any]],
+    now: float,
+    settings: RolloutSettings,
+) -> None:
+    """Once every worker has the candidate loaded: promoted (a rollback, or shadow off) or
+    shadowed; rejected when the workers take longer than the load timeout."""
+    tag = candidate["tag"]
+    if workers and all(tag in w.get("ready", []) for w in workers):
+        if candidate["kind"] == "rollback" or settings.shadow_requests == 0:
+            why = (
+                "rollback: served again once verified"
+                if candidate["kind"] == "rollback"
+                else "verified; shadow is off"
+            )
+            _promote(out, candidate, now, why, None)
+        else:
+            candidate["phase"] = "shadow"
+            candidate["shadow_since"] = now
+            out.events.append({"event": "shadow", "tag": tag})
+    elif now - candidate["since"] > settings.load_timeout_s:
+        _reject(out, tag, f"not loaded by every worker in {settings.load_timeout_s:.0f} s")
+
+
+def _shadowing(
+    out: Plan,
+    candidate: dict[str, Any],
+    workers: list[dict[str, Any]],
+    now: float,
+    settings: RolloutSettings,
+) -> None:
+    """Once the shadow has seen enough requests, or its window is over: the verdict."""
+    tag = candidate["tag"]
     shadow = Stats.merged([w.get("shadow", {}).get(tag, {}) for w in workers])
     window_over = now - candidate["shadow_since"] >= settings.shadow_minutes * 60
     if shadow.requests < settings.shadow_requests and not window_over:
-        return out
+        return
     promote, why, numbers = shadow_verdict(shadow, candidate.get("expected_mix", {}), settings)
     if promote:
         _promote(out, candidate, now, why, numbers)
     else:
         _reject(out, tag, f"shadow: {why}", withdraw=True, numbers=numbers)
-    return out
 
 
 def _promote(

@@ -168,3 +168,21 @@ def test_a_window_of_a_bucket_log_downloads_only_its_hours(gcs_emulator):
         bucket.blob(f"window/{name}").upload_from_string(json.dumps(record) + "\n")
     read = read_window(f"gs://{gcs_emulator['bucket']}/window", now - 2 * 3600)
     assert read.files == 2 and read.frame.height == 2
+
+
+def test_the_gcp_environment_resolves_its_bucket_and_prefix_when_a_run_starts(
+    gcs_emulator, monkeypatch
+):
+    """TEXTOPS_ENV=gcp: the store's bucket and prefix are EnvVars, read when the resource is
+    built for a run, and what it writes lands there."""
+    monkeypatch.setenv("TEXTOPS_GCS_BUCKET", gcs_emulator["bucket"])
+    monkeypatch.setenv("TEXTOPS_GCS_PREFIX", "t/from-env")
+    store = definitions.resources_for("gcp")["store"]
+    with dg.build_resources({"store": store}) as built:
+        built.store.write_json("probe/v1.json", {"ok": True})
+        assert (
+            built.store.uri("probe/v1.json")
+            == f"gs://{gcs_emulator['bucket']}/t/from-env/probe/v1.json"
+        )
+    blob = gcs_client().bucket(gcs_emulator["bucket"]).blob("t/from-env/probe/v1.json")
+    assert blob.exists()

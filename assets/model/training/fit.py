@@ -169,11 +169,7 @@ def fine_tune(
         config.seed,
         num_workers=config.num_workers,
     )
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last = checkpoint_dir / "last.ckpt"
-    resume = last if last.is_file() else None
-    if resume:
-        log(f"resuming from {last}")
+    resume = resume_point(checkpoint_dir, log)
     best = BestWeights(checkpoint_dir)
     progress = ProgressLog(log, len(train_labels), config.progress_every_s)
     precision = resolve_precision(config.precision, config.accelerator)
@@ -194,17 +190,33 @@ def fine_tune(
         best_epoch=reached["epoch"],
         best_step=reached["step"],
         best_val_macro_f1=reached["val_macro_f1"],
-        global_step=trainer.global_step,
         resumed_from_step=progress.start_step if resume else None,
         wall_time_s=round(wall, 2),
         train_samples_per_s=round(progress.samples_per_s, 2),
-        device=_device_name(trainer),
         precision=precision,
-        world_size=trainer.world_size,
-        num_nodes=trainer.num_nodes,
         launcher=place.launcher,
         history=progress.history,
+        **_trained_on(trainer),
     )
+
+
+def resume_point(checkpoint_dir: Path, log: Log) -> Path | None:
+    """`last.ckpt` a previous attempt left in `checkpoint_dir`, if any (the folder is made)."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoint_dir / "last.ckpt"
+    if not last.is_file():
+        return None
+    log(f"resuming from {last}")
+    return last
+
+
+def _trained_on(trainer: L.Trainer) -> dict[str, Any]:
+    return {
+        "global_step": trainer.global_step,
+        "device": _device_name(trainer),
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
+    }
 
 
 def training_placement(config: FineTuneConfig, max_nodes: int | None = 1) -> Placement:
