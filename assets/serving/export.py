@@ -104,6 +104,10 @@ class VariantScore:
     delta_high: float | None = None
     # texts/s answered one at a time (the consistency sample): the service's batches at low load
     alone_texts_per_s: float | None = None
+    # how far each number is from its floor, positive when it clears it: agreement minus
+    # min_agreement, and the paired lower bound minus -tolerance
+    agreement_margin: float | None = None
+    bound_margin: float | None = None
 
     def speed(self) -> float:
         """What the choice ranks by: the geometric mean of texts/s in batches of 32 (the service
@@ -230,16 +234,19 @@ def parity(
         metric, y_true, labels, reference_labels, k, rules.resamples, rules.seed
     )
     agreement = float((labels == reference_labels).mean())
+    agreement_margin, bound_margin = agreement - rules.min_agreement, low + rules.tolerance
     failed = []
-    if low < -rules.tolerance:
+    if bound_margin < 0:
         failed.append(f"lower bound {low:+.4f} below -{rules.tolerance:g}")
-    if agreement < rules.min_agreement:
+    if agreement_margin < 0:
         failed.append(f"agreement {agreement:.2%} below {rules.min_agreement:.0%}")
     if batch_consistency < 1.0:
         failed.append(f"{batch_consistency:.2%} of texts labelled alone as in a batch")
     reason = (
         f"{metric.name} {value:.4f}, paired {delta:+.4f} vs PyTorch "
-        f"[CI {low:+.4f} to {high:+.4f}], agreement {agreement:.2%}"
+        f"[CI {low:+.4f} to {high:+.4f}; floor -{rules.tolerance:g}, margin {bound_margin:+.4f}], "
+        f"agreement {agreement:.2%} (floor {rules.min_agreement:.1%}, margin "
+        f"{agreement_margin * 100:+.2f} points)"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return VariantScore(
@@ -254,6 +261,8 @@ def parity(
         low,
         high,
         alone_texts_per_s,
+        agreement_margin,
+        bound_margin,
     )
 
 

@@ -137,6 +137,7 @@ def variants_markdown(serving: dict[str, Any]) -> str:
                 else ""
             ),
             f"{score['agreement']:.2%}",
+            margins(score),
             f"{score['batch_consistency']:.2%}" if "batch_consistency" in score else "",
             f"{score['texts_per_s']:.0f}",
             f"{score['alone_texts_per_s']:.0f}" if "alone_texts_per_s" in score else "",
@@ -149,6 +150,7 @@ def variants_markdown(serving: dict[str, Any]) -> str:
         metric_label(serving["metric"]),
         "vs PyTorch [95 % CI]",
         "agreement",
+        "margin over the floors",
         "alone = in batch",
         "texts/s in batches",
         "texts/s alone",
@@ -158,7 +160,7 @@ def variants_markdown(serving: dict[str, Any]) -> str:
         [
             f"serving **{serving['variant']}**: {serving['why']}",
             "",
-            *markdown_table(header, rows, align="lrrrrrrc"),
+            *markdown_table(header, rows, align="lrrrrrrrc"),
             *(
                 f"\nonnx-int8 first made {a['method']}: {a['reason']}; made again "
                 f"{serving['quantization']['method']}"
@@ -166,6 +168,14 @@ def variants_markdown(serving: dict[str, Any]) -> str:
             ),
         ]
     )
+
+
+def margins(score: dict[str, Any]) -> str:
+    """How far a variant's agreement and paired lower bound are from their floors: "+0.60 pt,
+    +0.0151"; empty for the reference itself."""
+    if score.get("agreement_margin") is None or score.get("bound_margin") is None:
+        return ""
+    return f"{score['agreement_margin'] * 100:+.2f} pt, {score['bound_margin']:+.4f}"
 
 
 def serving_metadata(serving: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +187,15 @@ def serving_metadata(serving: dict[str, Any]) -> dict[str, Any]:
             {
                 f"{name}/{key}": score[key]
                 for name, score in serving["variants"].items()
-                for key in ("value", "agreement", "texts_per_s", "alone_texts_per_s")
-                if key in score
+                for key in (
+                    "value",
+                    "agreement",
+                    "agreement_margin",
+                    "bound_margin",
+                    "texts_per_s",
+                    "alone_texts_per_s",
+                )
+                if score.get(key) is not None
             }
         ),
     }

@@ -180,6 +180,10 @@ def test_a_variant_that_fails_parity_is_not_served_and_the_reason_is_recorded(
     assert serving["variant"] in {"onnx-fp32", "pytorch"}
     assert "failed: onnx-int8: macro_f1" in serving["why"]
     assert meta["onnx-int8/agreement"].value < 0.5
+    # how far under its floor it fell, in the table and as a number the UI can plot
+    assert meta["onnx-int8/agreement_margin"].value < -0.4
+    assert "| margin over the floors |" in meta["serving_variants"].value
+    assert f"{int8['agreement_margin'] * 100:+.2f} pt" in meta["serving_variants"].value
     # the fallback (blockwise) was tried too, and failed the same way
     assert [a["method"] for a in serving["int8_attempts"]] == ["smoothed"]
     assert serving["quantization"]["method"] == "blockwise"

@@ -52,6 +52,22 @@ def test_a_variant_that_agrees_too_little_is_not_eligible_however_it_scores():
     assert not noisy.passed and "agreement 97.00% below 99%" in noisy.reason
 
 
+def test_the_report_states_each_margin_over_its_floor():
+    """An operator reads "margin +0.25 points" over the 99.0 % floor, not just pass or fail."""
+    from assets.serving.variants import margins
+
+    better = check(changed(fix=15, break_=0))
+    assert better.agreement_margin == pytest.approx(0.0025)
+    assert better.bound_margin == pytest.approx(better.delta_low + 0.01)
+    assert "agreement 99.25% (floor 99.0%, margin +0.25 points)" in better.reason
+    assert f"floor -0.01, margin {better.bound_margin:+.4f}]" in better.reason
+    noisy = check(changed(fix=30, break_=30))
+    assert noisy.agreement_margin == pytest.approx(-0.02)
+    assert "agreement 97.00% (floor 99.0%, margin -2.00 points)" in noisy.reason
+    assert margins(vars(better)) == f"+0.25 pt, {better.bound_margin:+.4f}"
+    assert margins({"agreement": 1.0}) == ""  # the reference has no floor
+
+
 def test_a_variant_worse_beyond_the_tolerance_is_not_eligible():
     worse = check(changed(fix=0, break_=19))
     assert worse.agreement > 0.99 and worse.delta_low < -0.01
