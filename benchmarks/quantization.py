@@ -14,8 +14,13 @@ the optimizations, and with the feed-forward output projections kept in fp32; sm
 (static, percentile, after SmoothQuant's channel scales) at each --alphas; blockwise int8
 (MatMulNBits: weights and each token's activations quantized per block of input channels) at
 each block width; fp32 and the default smoothed recipe exported from each --attention
-implementation other than the pipeline's (eager); with --keep-layers N, also static int8 keeping
-in fp32 the N whole layers that move predictions most.
+implementation other than the pipeline's (eager); distilled int8 (an int8 student trained,
+quantization-aware, to give the model's answers, then quantized as smoothed; its training time is
+printed); with --keep-layers N, also static int8 keeping in fp32 the N whole layers that move
+predictions most. --only keeps the recipes whose names contain one of its words (fp32 is always
+kept: the speeds are ratios to it).
+
+    python benchmarks/quantization.py --model-dir <folder> --only "alpha 0.85" blockwise distilled
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from assets.serving.quantize import (  # noqa: E402
     smoothed_int8,
     static_int8,
 )
+from assets.serving.variants import ServingVariantsConfig  # noqa: E402
 
 
 def task_data(task: str) -> tuple[list[str], np.ndarray, list[str]]:
@@ -155,6 +161,30 @@ def most_sensitive_layers(
     return sorted(gains, key=gains.get, reverse=True)
 
 
+def distilled_int8(
+    model_dir: Path, train, calibration_texts, calibration, max_length, alpha, epochs, scratch
+) -> Path:
+    """The pipeline's distilled recipe (assets/serving/export.quantize_int8) at `epochs`."""
+    from assets.serving.distill import distill_student
+    from assets.serving.export import export_onnx
+
+    how = ServingVariantsConfig(distill_epochs=epochs).quantization_recipe().distillation
+    rng = np.random.default_rng(1)
+    texts = [train[i] for i in rng.choice(len(train), min(how.texts, len(train)), False)]
+    started = time.monotonic()
+    done = distill_student(
+        model_dir, scratch / "student", texts, calibration_texts, max_length, how, alpha, print
+    )
+    print(
+        f"distilled: {done.steps} steps on {done.texts} texts, {time.monotonic() - started:.0f} s "
+        f"in all ({done.seconds:.0f} s training), loss {done.first_loss:.5f} -> "
+        f"{done.last_loss:.5f}",
+        flush=True,
+    )
+    export_onnx(done.student_dir, scratch / "student.onnx")
+    return smoothed_int8(scratch / "student.onnx", scratch / "distilled.onnx", calibration, alpha)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-tag", default="")
@@ -175,12 +205,20 @@ def main() -> None:
         help="also: fp32 and the default int8 recipe exported from these attention "
         "implementations (the recipes above use the pipeline's export, EXPORT_ATTENTION)",
     )
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="keep the recipes whose name holds one of these"
+    )
+    parser.add_argument(
+        "--distill-epochs",
+        type=float,
+        default=ServingVariantsConfig().distill_epochs,
+        help="passes of the distilled student over its training texts (0: no distilled recipe)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from assets.model import metrics
     from assets.model.predict import load_classifier, predict
     from assets.serving.export import EXPORT_ATTENTION, export_onnx
-    from assets.serving.variants import ServingVariantsConfig
     from textops_core.inference import label_names, serving_settings
 
     if args.model_tag:
@@ -241,6 +279,11 @@ def main() -> None:
         },
     }
     alpha = ServingVariantsConfig().smoothing_alpha
+    if args.distill_epochs:
+        recipes[f"int8 distilled ({args.distill_epochs:g} epochs, alpha {alpha})"] = lambda: (
+            distilled_int8(model_dir, train, calibration_texts, calibration, max_length, alpha,
+                           args.distill_epochs, scratch)
+        )  # fmt: skip
     for attention in [a for a in args.attention if a != EXPORT_ATTENTION]:
         other = scratch / f"model.{attention}.onnx"
         export_onnx(model_dir, other, attention)
@@ -267,6 +310,12 @@ def main() -> None:
         r = results[name] = measure(path, model_dir, texts, y_true, reference, metric, max_length)
         print(line(name, r), flush=True)
 
+    if args.only:
+        recipes = {
+            name: make
+            for name, make in recipes.items()
+            if name == "fp32" or any(word in name for word in args.only)
+        }
     timed: dict[str, Timed] = {}
     failed = []
     for name, make in recipes.items():

@@ -3,6 +3,7 @@ check on the frozen test split that decides which one the service runs."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,7 +40,33 @@ class ParityRules:
 # hold the feed-forward output projections' input (GELU outputs with outlier channels) without
 # moving predictions; smoothing moves those channels' range into the weights, and blockwise int8
 # scales each token's blocks on their own: both keep none.
-DEFAULT_FP32_MATMULS = {"smoothed": (), "blockwise": (), "static": (FFN_OUTPUT,), "dynamic": ()}
+DEFAULT_FP32_MATMULS = {
+    "distilled": (),
+    "smoothed": (),
+    "blockwise": (),
+    "static": (FFN_OUTPUT,),
+    "dynamic": (),
+}
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """How the `distilled` int8 student learns from its fp32 parent (assets/serving/distill.py):
+    `epochs` passes over `texts` training texts in batches of `batch_size`, at
+    `learning_rate` (a tenth warming up, then a linear decay), matching the parent's
+    probabilities at `temperature`, seeded by `seed`. Made by
+    ServingVariantsConfig.quantization_recipe(), where the defaults are."""
+
+    texts: int
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    temperature: float
+    seed: int
+
+    def steps(self, texts: int) -> int:
+        """Batches that show each of `texts` texts about `epochs` times."""
+        return max(1, math.ceil(texts * self.epochs / self.batch_size))
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,7 @@ class Quantization:
     block_size: int
     alpha: float
     fallback: str | None
+    distillation: Distillation
 
     def __post_init__(self) -> None:
         methods = ", ".join(DEFAULT_FP32_MATMULS)
@@ -74,13 +102,17 @@ class Quantization:
             object.__setattr__(self, "fallback", None)
         if "blockwise" in (self.method, self.fallback):
             check_block_size(self.block_size)
-        if self.method == "smoothed":
+        if self.method in ("smoothed", "distilled"):
             check_alpha(self.alpha)
 
     def kept_in_fp32(self) -> tuple[str, ...]:
         if self.fp32_matmuls is None:
             return DEFAULT_FP32_MATMULS[self.method]
         return self.fp32_matmuls
+
+    def distills(self) -> bool:
+        """Whether an int8 student is trained, first or as the fallback."""
+        return "distilled" in (self.method, self.fallback)
 
     def falling_back(self) -> Quantization:
         """The same settings on the fallback method, with no further fallback."""
@@ -162,27 +194,48 @@ def quantize_int8(
     quantization: Quantization,
     calibration_texts: list[str],
     max_length: int,
-) -> None:
-    """The int8 variant of the fp32 export `source`, written to `path`, by `quantization`."""
+    training_texts: list[str] | None = None,
+    log: Log = print,
+) -> dict[str, Any] | None:
+    """The int8 variant of the fp32 export `source`, written to `path`, by `quantization`;
+    `distilled` first trains an int8 student on `training_texts` and quantizes the student's
+    export instead (returned: what its training took)."""
     from assets.serving import quantize
 
     patterns = quantization.kept_in_fp32()
     with tempfile.TemporaryDirectory() as scratch:
-        base = source
+        base, distilled = source, None
+        if quantization.method == "distilled":
+            from assets.serving.distill import distill_student
+
+            trained = distill_student(
+                model_dir,
+                Path(scratch) / "student",
+                training_texts or calibration_texts,
+                calibration_texts,
+                max_length,
+                quantization.distillation,
+                quantization.alpha,
+                log,
+            )
+            base = Path(scratch) / "student.onnx"
+            export_onnx(trained.student_dir, base)
+            distilled = {k: v for k, v in asdict(trained).items() if k != "student_dir"}
         if quantization.graph_optimizations:
             base = quantize.optimized(source, Path(scratch) / "optimized.onnx", model_dir)
         if quantization.method == "dynamic":
             quantize.dynamic_int8(base, path)
-            return
+            return None
         keep = quantize.matching_nodes(quantize.matmul_nodes(base), patterns)
         if quantization.method == "blockwise":
             quantize.blockwise_int8(base, path, quantization.block_size, keep)
-            return
+            return None
         calibration = quantize.Calibration(model_dir, calibration_texts, max_length)
-        if quantization.method == "smoothed":
+        if quantization.method in ("smoothed", "distilled"):
             quantize.smoothed_int8(base, path, calibration, quantization.alpha, keep)
-            return
+            return distilled
         quantize.static_int8(base, path, calibration, keep)
+    return None
 
 
 @dataclass(frozen=True)
@@ -307,21 +360,26 @@ class ParityCheck:
     log: Log
     recorded: dict[str, dict[str, list]] = field(default_factory=dict)
     reference_labels: np.ndarray | None = None
+    distilled: dict[str, Any] | None = None  # the int8 student's training, when it had one
 
     def __post_init__(self) -> None:
         self.sample = verification_sample(len(self.texts))
 
-    def quantize(self, how: Quantization, calibration_texts: list[str]) -> None:
+    def quantize(
+        self, how: Quantization, calibration_texts: list[str], training_texts: list[str]
+    ) -> None:
         from textops_core.inference import VARIANT_FILES
 
         started = time.monotonic()
-        quantize_int8(
+        self.distilled = quantize_int8(
             self.model_dir,
             self.model_dir / VARIANT_FILES["onnx-fp32"],
             self.model_dir / VARIANT_FILES["onnx-int8"],
             how,
             calibration_texts,
             self.max_length,
+            training_texts,
+            self.log,
         )
         seconds = time.monotonic() - started
         self.log(f"quantized the ONNX export to int8 ({how.method}) in {seconds:.0f} s")
@@ -388,6 +446,7 @@ def serving_record(
         "quantization": {
             **measured(asdict(quantization)),
             "fp32_matmuls": list(quantization.kept_in_fp32()),
+            **({"distilled": check.distilled} if check.distilled else {}),
         },
         "int8_attempts": [measured(a) for a in attempts],
         "test_rows": len(check.texts),
@@ -416,9 +475,11 @@ def export_and_check(
     quantization: Quantization,
     pinned: str = "",
     calibration_texts: list[str] | None = None,
+    training_texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Export and quantize the model in `model_dir` (written to its `onnx/` folder; static
-    quantization calibrates on `calibration_texts`, training texts), score every variant on the
+    quantization calibrates on `calibration_texts`, training texts; a distilled one also
+    learns from `training_texts`), score every variant on the
     test texts side by side, and return the serving settings (serving.json): the chosen
     variant, why, and every variant's numbers. An int8 model that fails parity is made again
     by the fallback method, once."""
@@ -426,7 +487,7 @@ def export_and_check(
 
     export_onnx(model_dir, model_dir / VARIANT_FILES["onnx-fp32"])
     check = ParityCheck(model_dir, texts, y_true, metric, max_length, rules, log)
-    check.quantize(quantization, calibration_texts or [])
+    check.quantize(quantization, calibration_texts or [], training_texts or [])
     scores = [check.reference()]
     attempts = []  # int8 models that failed parity before the one kept
     for variant in CANDIDATES:
@@ -435,7 +496,7 @@ def export_and_check(
             attempts.append({"method": quantization.method, **asdict(score)})
             quantization = quantization.falling_back()
             log(f"onnx-int8 failed parity; quantizing again, {quantization.method}")
-            check.quantize(quantization, calibration_texts or [])
+            check.quantize(quantization, calibration_texts or [], training_texts or [])
             score = check.score(variant)
         scores.append(score)
     variant, why = choose(scores, pinned)

@@ -25,7 +25,7 @@ from assets.interfaces.manifests import (
 from assets.interfaces.store import ArtifactStore
 from assets.metadata import markdown_table, numeric_metadata
 from assets.model.metrics import metric_label, parse_metric
-from assets.serving.export import ParityRules, Quantization, export_and_check
+from assets.serving.export import Distillation, ParityRules, Quantization, export_and_check
 from assets.versioning import run_version, source_version
 from textops_core.inference import SERVING_FILE
 from textops_core.live import VERIFICATION_FILE
@@ -35,6 +35,7 @@ class Int8Method(StrEnum):
     """How the int8 variant is made (assets/serving/quantize.py); an Enum where the choice may
     be null (Dagster reads an Optional Literal as no type at all)."""
 
+    distilled = "distilled"
     smoothed = "smoothed"
     blockwise = "blockwise"
     static = "static"
@@ -58,9 +59,11 @@ class ServingVariantsConfig(dg.Config):
     )
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap")
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap")
-    quantization: Literal["smoothed", "blockwise", "static", "dynamic"] = Field(
+    quantization: Literal["distilled", "smoothed", "blockwise", "static", "dynamic"] = Field(
         "smoothed",
-        description="How the int8 variant is made: smoothed (static int8 after SmoothQuant's "
+        description="How the int8 variant is made: distilled (an int8 student trained to give "
+        "the model's answers through int8 arithmetic, quantization-aware, then quantized as "
+        "smoothed), smoothed (static int8 after SmoothQuant's "
         "per-channel scales of strength smoothing_alpha, ranges calibrated on training texts), "
         "blockwise (int8 weights in blocks of block_size input channels, each token's "
         "activations quantized per block at run time from its own values), static (min-max "
@@ -69,7 +72,8 @@ class ServingVariantsConfig(dg.Config):
     )
     quantization_fallback: Int8Method | None = Field(
         Int8Method.blockwise,
-        description="Quantize again this way (smoothed, blockwise, static or dynamic) when the "
+        description="Quantize again this way (distilled, smoothed, blockwise, static or dynamic) "
+        "when the "
         "first int8 model fails parity; null: serve without int8 then",
     )
     smoothing_alpha: float = Field(
@@ -89,6 +93,23 @@ class ServingVariantsConfig(dg.Config):
         ge=1,
         description="Training texts (a seeded sample of the train split) the smoothed and static "
         "quantizations calibrate on",
+    )
+    distill_texts: int = Field(
+        4096,
+        ge=1,
+        description="Training texts (a seeded sample of the train split) the distilled int8 "
+        "student learns the model's answers on",
+    )
+    distill_epochs: float = Field(
+        2.0, gt=0, description="Passes of the distilled student over its training texts"
+    )
+    distill_learning_rate: float = Field(
+        2e-5, gt=0, description="Peak learning rate of the distilled student"
+    )
+    distill_temperature: float = Field(
+        2.0,
+        gt=0,
+        description="Temperature at which the distilled student matches the model's probabilities",
     )
     graph_optimizations: bool = Field(
         False,
@@ -123,6 +144,14 @@ class ServingVariantsConfig(dg.Config):
             block_size=self.block_size,
             alpha=self.smoothing_alpha,
             fallback=self.quantization_fallback and Int8Method(self.quantization_fallback).value,
+            distillation=Distillation(
+                texts=self.distill_texts,
+                epochs=self.distill_epochs,
+                batch_size=32,
+                learning_rate=self.distill_learning_rate,
+                temperature=self.distill_temperature,
+                seed=self.bootstrap_seed,
+            ),
         )
 
 
@@ -224,6 +253,7 @@ def serving_variants(
     test = store.read_parquet(text_splits.paths["test"])
     train = store.read_parquet(text_splits.paths["train"])
     calibration = train.sample(min(config.calibration_texts, train.height), seed=0)
+    learning = train.sample(min(config.distill_texts, train.height), seed=1)
     version = run_version(model.version, context.run_id)
     path = f"serving_variants/{version}"
     with tempfile.TemporaryDirectory() as scratch:
@@ -240,6 +270,7 @@ def serving_variants(
             quantization,
             config.serving_variant,
             calibration["text"].to_list(),
+            learning["text"].to_list() if quantization.distills() else [],
         )
         out = Path(scratch) / "variants"
         out.mkdir()
