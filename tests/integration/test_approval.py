@@ -314,3 +314,32 @@ def test_the_rollback_job_needs_only_the_model_store(
     bento_meta = result.asset_materializations_for_node("bento")[0].metadata
     assert bento_meta["model_tag"].value == approved_graph["tag"]
     assert bentoml.models.get(newer).info.labels["withdrawn_reason"] == "paged at night"
+
+
+def test_a_distilled_int8_student_is_trained_quantized_and_checked_against_the_model(
+    approved_graph,
+):
+    """quantization: distilled: the int8 variant comes from a student trained on the train split
+    (2 passes over its 160 texts: 10 steps), and parity compares it with the model itself."""
+    assets = ["serving_variants", "approved_model"]
+    result = materialize_selected(
+        approved_graph["store"],
+        assets,
+        run_config=graph_run_config(
+            approved_graph["source"],
+            set(assets),
+            serving_variants={"quantization": "distilled", "quantization_fallback": None},
+        ),
+        raise_on_error=False,
+        instance=approved_graph["instance"],
+    )
+    assert result.success
+    decision = approved_graph["store"].read_json(result.output_for_node("approved_model").path)
+    serving = decision["serving"]
+    assert serving["quantization"]["method"] == "distilled" and not serving["int8_attempts"]
+    trained = serving["quantization"]["distilled"]
+    assert trained["steps"] == 10 and trained["texts"] == 160 and trained["seconds"] > 0
+    assert 0 <= trained["last_loss"] < 10
+    int8 = serving["variants"]["onnx-int8"]
+    assert {"agreement", "agreement_margin", "bound_margin"} <= set(int8)
+    assert int8["batch_consistency"] == 1.0  # static ranges: alone as in a batch
