@@ -87,8 +87,7 @@ def distill_student(
     )
     losses: list[float] = []
     started = time.monotonic()
-    for step in range(steps):
-        chosen = rng.choice(len(ids), size=min(how.batch_size, len(ids)), replace=False)
+    for step, chosen in enumerate(batches([len(x) for x in ids], how.batch_size, steps, rng)):
         input_ids, mask = _padded([ids[i] for i in chosen], encoder.pad_id)
         logits = student(input_ids=input_ids, attention_mask=mask).logits
         loss = _kl(logits, targets[torch.from_numpy(chosen)], how.temperature)
@@ -110,6 +109,25 @@ def distill_student(
         float(np.mean(losses[-10:])),
         len(texts),
     )
+
+
+def batches(
+    lengths: list[int], batch_size: int, steps: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """`steps` batches of text indices: each pass shows every text once, in batches of texts
+    of similar length (sorted within random groups of eight batches, so padding stays short),
+    the batches in random order."""
+    out: list[np.ndarray] = []
+    group = batch_size * 8
+    while len(out) < steps:
+        order = rng.permutation(len(lengths))
+        passed = []
+        for start in range(0, len(order), group):
+            chunk = order[start : start + group]
+            chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+            passed += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        out += [passed[i] for i in rng.permutation(len(passed))]
+    return out[:steps]
 
 
 def _padded(batch: list[list[int]], pad_id: int):

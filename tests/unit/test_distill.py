@@ -11,6 +11,7 @@ from torch import nn
 
 from assets.serving.distill import (
     FakeInt8Linear,
+    batches,
     distill_student,
     instrument,
     quantized_linears,
@@ -112,6 +113,17 @@ def test_the_student_learns_the_parent_s_answers_and_keeps_its_files(tiny_model,
     parent_logits, student_logits = logits(tiny_model, TEXTS), logits(student, TEXTS)
     assert not torch.equal(parent_logits, student_logits)  # it trained
     assert torch.allclose(parent_logits, student_logits, atol=0.5)  # towards the parent
+
+
+def test_each_pass_shows_every_text_once_in_batches_of_like_lengths():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(3, 60, 1000))
+    chosen = batches(lengths, 32, 64, np.random.default_rng(1))
+    assert len(chosen) == 64  # two passes of 32 batches (1,000 texts: the last one 8 texts)
+    first_pass = np.concatenate(chosen[:32])
+    assert sorted(first_pass) == list(range(1000))
+    spreads = [np.ptp([lengths[i] for i in batch]) for batch in chosen]
+    assert np.median(spreads) < 10  # random batches of 32 would span about 50 tokens
 
 
 def test_no_training_texts_is_refused(tiny_model, tmp_path):
