@@ -84,9 +84,10 @@ def recipe(**settings):
 def test_quantization_settings_are_checked_when_made():
     with pytest.raises(ValueError, match="block_size must be one of 16, 32, 64, got 128"):
         recipe(quantization="blockwise", block_size=128)
-    with pytest.raises(ValueError, match="quantization\n.*Input should be 'distilled', 'smoothed', 'blockwise'"):
+    methods = "'distilled', 'smoothed', 'blockwise'"
+    with pytest.raises(ValueError, match=f"quantization\n.*Input should be {methods}"):
         recipe(quantization="fp16")
-    with pytest.raises(ValueError, match="quantization_fallback\n.*Input should be 'distilled', 'smoothed'"):
+    with pytest.raises(ValueError, match=f"quantization_fallback\n.*Input should be {methods}"):
         recipe(quantization_fallback="int4")
     with pytest.raises(ValueError, match="smoothing_alpha\n.*less than or equal to 1"):
         recipe(smoothing_alpha=1.5)
