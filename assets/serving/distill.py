@@ -76,15 +76,8 @@ def distill_student(
     # the embeddings stay fp32 in the int8 variant (a lookup, no MatMul): left as they are, they
     # also spare the optimizer half of the model's weights
     student.base_model.embeddings.requires_grad_(False)
-    optimizer = torch.optim.AdamW(
-        [p for p in student.parameters() if p.requires_grad], lr=how.learning_rate, weight_decay=0
-    )
     steps = how.steps(len(ids))
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))),
-    )
+    optimizer, schedule = _optimizer(student, how.learning_rate, steps)
     losses: list[float] = []
     started = time.monotonic()
     for step, chosen in enumerate(batches([len(x) for x in ids], how.batch_size, steps, rng)):
@@ -109,6 +102,20 @@ def distill_student(
         float(np.mean(losses[-10:])),
         len(texts),
     )
+
+
+def _optimizer(student, learning_rate: float, steps: int):
+    """AdamW on the weights that train, warming up over a tenth of `steps`, then decaying
+    linearly to zero."""
+    optimizer = torch.optim.AdamW(
+        [p for p in student.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0
+    )
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))),
+    )
+    return optimizer, schedule
 
 
 def batches(
